@@ -1,0 +1,171 @@
+"""marshmallow schemas for every argument and result of the media RPC methods.
+
+camelCase on the wire, snake_case inside; unknown fields are rejected (marshmallow's default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validates_schema
+from marshmallow.validate import Length, OneOf, Range, Regexp
+
+from schemas.fields import DisplayName, Folder, Metadata, Tag, UtcDateTime, strict_bool
+
+MEDIA_TYPES = ("IMAGE", "VIDEO", "AUDIO", "DOCUMENT", "OTHER")
+STATUSES = ("PROCESSING", "READY", "FAILED", "DELETED")
+SORTS = ("createdAt", "-createdAt", "size", "-size", "originalName", "-originalName")
+MAX_TAGS = 50
+
+_VISIBLE = Regexp(r"^[^\x00-\x1f\x7f]+$", error="Must not contain control characters.")
+
+
+def _identifier(**kwargs: Any) -> fields.String:
+    return fields.String(validate=[Length(1, 255), _VISIBLE], **kwargs)
+
+
+def _entity_type(**kwargs: Any) -> fields.String:
+    return fields.String(
+        validate=Regexp(
+            r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$",
+            error="Must be 1-64 characters: a letter, then letters, digits, '_', '.', ':' or '-'.",
+        ),
+        **kwargs,
+    )
+
+
+def _tags(**kwargs: Any) -> fields.List:
+    return fields.List(Tag(), validate=Length(max=MAX_TAGS), **kwargs)
+
+
+class _EntityPair:
+    """``entityType`` and ``entityId`` come together or not at all."""
+
+    @validates_schema
+    def _entity_pair(self, data: dict[str, Any], **kwargs: Any) -> None:
+        has_type = data.get("entity_type") is not None
+        has_id = data.get("entity_id") is not None
+        if has_type != has_id:
+            missing = "entityId" if has_type else "entityType"
+            raise ValidationError(
+                "entityType and entityId must be given together.", field_name=missing
+            )
+
+
+class _NewMediaSchema(_EntityPair, Schema):
+    """Fields shared by ``upload_file`` and ``create``."""
+
+    user_id = _identifier(data_key="userId", required=True)
+    mime_type = fields.String(data_key="mimeType", allow_none=True, validate=Length(max=255))
+    entity_type = _entity_type(data_key="entityType", allow_none=True)
+    entity_id = _identifier(data_key="entityId", allow_none=True)
+    is_public = strict_bool(data_key="isPublic", load_default=False)
+    metadata = Metadata(load_default=dict)
+    folder = Folder(allow_none=True, load_default=None)
+    tags = _tags(load_default=list)
+    alt_text = fields.String(data_key="altText", allow_none=True, validate=Length(max=1000))
+    caption = fields.String(allow_none=True, validate=Length(max=5000))
+    idempotency_key = fields.String(data_key="idempotencyKey", validate=[Length(1, 255), _VISIBLE])
+
+
+class UploadFileSchema(_NewMediaSchema):
+    content = fields.String(required=True)
+    original_name = DisplayName(data_key="originalName", required=True)
+
+
+class CreateMediaSchema(_NewMediaSchema):
+    storage_key = fields.String(data_key="storageKey", validate=Length(1, 512))
+    url = fields.Url(schemes={"http", "https"}, validate=Length(max=2048))
+    original_name = DisplayName(data_key="originalName")
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("storage_key" in data) == ("url" in data):
+            raise ValidationError("Give exactly one of storageKey or url.", field_name="storageKey")
+
+
+class UpdateMediaSchema(_EntityPair, Schema):
+    original_name = DisplayName(data_key="originalName")
+    metadata = Metadata()
+    is_public = strict_bool(data_key="isPublic")
+    entity_type = _entity_type(data_key="entityType", allow_none=True)
+    entity_id = _identifier(data_key="entityId", allow_none=True)
+    folder = Folder(allow_none=True)
+    tags = _tags()
+    alt_text = fields.String(data_key="altText", allow_none=True, validate=Length(max=1000))
+    caption = fields.String(allow_none=True, validate=Length(max=5000))
+    expected_updated_at = UtcDateTime(data_key="expectedUpdatedAt")
+
+    @validates_schema
+    def _entity_both_present(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # Changing one half of the link alone would silently re-point it.
+        if ("entity_type" in data) != ("entity_id" in data):
+            missing = "entityId" if "entity_type" in data else "entityType"
+            raise ValidationError(
+                "entityType and entityId must be changed together.", field_name=missing
+            )
+
+
+class MediaQuerySchema(Schema):
+    type = fields.String(validate=OneOf(MEDIA_TYPES))
+    mime_type = fields.String(
+        data_key="mimeType",
+        validate=Regexp(
+            r"^[a-z0-9][a-z0-9.+-]*/(\*|[a-z0-9][a-z0-9.+-]*)$",
+            error="Must be a MIME type such as image/png, or a family such as image/*.",
+        ),
+    )
+    user_id = _identifier(data_key="userId")
+    entity_type = _entity_type(data_key="entityType")
+    entity_id = _identifier(data_key="entityId")
+    status = fields.String(validate=OneOf(STATUSES))
+    is_public = strict_bool(data_key="isPublic")
+    folder = Folder(allow_none=True)
+    tags = _tags()
+    search = fields.String(validate=Length(1, 200))
+    created_after = UtcDateTime(data_key="createdAfter")
+    created_before = UtcDateTime(data_key="createdBefore")
+    include_deleted = strict_bool(data_key="includeDeleted", load_default=False)
+    limit = fields.Integer(strict=True, validate=Range(1, 100), load_default=20)
+    cursor = fields.String(validate=Length(1, 1024))
+    sort = fields.String(validate=OneOf(SORTS), load_default="-createdAt")
+    with_total = strict_bool(data_key="withTotal", load_default=False)
+
+    @validates_schema
+    def _entity_id_needs_type(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "entity_id" in data and "entity_type" not in data:
+            raise ValidationError("entityId needs entityType.", field_name="entityType")
+
+
+class MediaSchema(Schema):
+    """The Media record as callers and event subscribers see it."""
+
+    id = fields.String()
+    type = fields.String()
+    status = fields.String()
+    original_name = fields.String(data_key="originalName")
+    mime_type = fields.String(data_key="mimeType")
+    size = fields.Integer()
+    checksum = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+    user_id = fields.String(data_key="userId", allow_none=True)
+    entity_type = fields.String(data_key="entityType", allow_none=True)
+    entity_id = fields.String(data_key="entityId", allow_none=True)
+    is_public = fields.Boolean(data_key="isPublic")
+    metadata = fields.Dict(attribute="meta")
+    width = fields.Integer(allow_none=True)
+    height = fields.Integer(allow_none=True)
+    folder = fields.String(allow_none=True)
+    tags = fields.List(fields.String())
+    alt_text = fields.String(data_key="altText", allow_none=True)
+    caption = fields.String(allow_none=True)
+    created_at = UtcDateTime(data_key="createdAt")
+    updated_at = UtcDateTime(data_key="updatedAt")
+    deleted_at = UtcDateTime(data_key="deletedAt", allow_none=True)
+
+
+def dump_media(media: Any, url: str | None) -> dict[str, Any]:
+    """Dump a Media row; ``url`` depends on settings the row does not know, so it is passed in."""
+    result = MediaSchema(exclude=("url",)).dump(media)
+    result["url"] = url
+    return result

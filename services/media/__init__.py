@@ -1,0 +1,5 @@
+"""The media service. ``nameko run services.media`` finds :class:`MediaService` here."""
+
+from services.media.service import MediaService
+
+__all__ = ["MediaService"]

@@ -1,0 +1,500 @@
+"""The media domain: records, their bytes, who may touch them, and the events they cause.
+
+No nameko here: the service passes in a session factory, a storage backend, settings and a way to
+run CPU-heavy work off the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.media import dump_media
+from services.media.access import Caller
+from services.media.exceptions import Conflict, Forbidden, NotFound, ValidationError
+from services.media.ids import utcnow, uuid7
+from services.media.ingest import (
+    CheckedFile,
+    check_declared_size,
+    check_policy,
+    decode_and_check,
+    sniff_payload,
+)
+from services.media.models import IdempotencyKey, Media, MediaTag
+from services.media.outbox import record_event
+from services.media.pagination import SortOrder
+from services.media.settings import MediaSettings
+from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
+from services.media.urls import UrlSigner
+from storage import Storage, new_key, validate_key
+from storage.errors import InvalidKey, ObjectNotFound
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Offload = Callable[..., Any]
+
+# Fields a caller may change with update(), by internal name -> wire name.
+UPDATABLE = {
+    "original_name": "originalName",
+    "metadata": "metadata",
+    "is_public": "isPublic",
+    "entity_type": "entityType",
+    "entity_id": "entityId",
+    "folder": "folder",
+    "tags": "tags",
+    "alt_text": "altText",
+    "caption": "caption",
+}
+
+DELETED = "DELETED"
+READY = "READY"
+
+
+@dataclass
+class Page:
+    items: list[Media]
+    next_cursor: str | None
+    total: int | None = None
+
+
+def _run_inline(function: Callable[..., T], *args: Any) -> T:
+    return function(*args)
+
+
+@dataclass
+class MediaCatalog:
+    sessions: sessionmaker
+    storage: Storage
+    settings: MediaSettings
+    offload: Offload = _run_inline
+    recorded_events: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.urls = UrlSigner(self.settings)
+
+    # -- presentation -----------------------------------------------------------------------
+
+    def present(self, media: Media) -> dict[str, Any]:
+        return dump_media(media, self.urls.for_media(media))
+
+    def _event(
+        self, session: Session, event_type: str, media: Media, changes: list[str] | None = None
+    ) -> None:
+        session.flush()
+        self.recorded_events.append(record_event(session, event_type, self.present(media), changes))
+
+    # -- creating ---------------------------------------------------------------------------
+
+    def upload_file(self, caller: Caller, data: dict[str, Any]) -> Media:
+        self._check_acting_for(caller, data["user_id"])
+        encoded: str = data.pop("content")
+        check_declared_size(encoded, self.settings)
+        sniffed = sniff_payload(encoded, data.get("mime_type"), self.settings)
+        checked: CheckedFile = self.offload(decode_and_check, encoded, sniffed)
+        del encoded
+
+        request_hash = _request_hash(data, checked.checksum)
+        existing = self._replay(data, request_hash)
+        if existing is not None:
+            return existing
+
+        key = new_key()
+        stored = self.offload(self.storage.put, key, [checked.data], sniffed.mime_type)
+        media = self._new_media(
+            data,
+            storage_key=key,
+            type=sniffed.media_type.value,
+            mime_type=sniffed.mime_type,
+            size=stored.size,
+            checksum=stored.checksum,
+            width=checked.width,
+            height=checked.height,
+        )
+        return self._commit_new(media, data, request_hash, written_key=key)
+
+    def create(self, caller: Caller, data: dict[str, Any]) -> Media:
+        self._check_acting_for(caller, data["user_id"])
+        if "storage_key" in data:
+            fields = self._describe_stored_object(data["storage_key"], data.get("mime_type"))
+        else:
+            fields = self._describe_external_url(data)
+        request_hash = _request_hash(data, fields.get("checksum"))
+        existing = self._replay(data, request_hash)
+        if existing is not None:
+            return existing
+        media = self._new_media(data, **fields)
+        return self._commit_new(media, data, request_hash, written_key=None)
+
+    def _describe_stored_object(self, key: str, declared_mime: str | None) -> dict[str, Any]:
+        try:
+            validate_key(key)
+            info = self.storage.head(key)
+            head = self.storage.read_head(key, SNIFF_BYTES)
+        except (InvalidKey, ObjectNotFound):
+            raise NotFound(f"no stored object with key {key!r}") from None
+        if info.size == 0:
+            raise ValidationError.for_field("storageKey", "The stored object is empty.")
+        sniffed = sniff(head)
+        check_policy(sniffed, info.size, declared_mime, self.settings)
+        checksum = self.offload(_checksum_of, self.storage, key)
+        with self.sessions() as session:
+            if session.scalar(select(Media.id).where(Media.storage_key == key)):
+                raise Conflict(f"the object {key!r} already belongs to a media record")
+        return {
+            "storage_key": key,
+            "type": sniffed.media_type.value,
+            "mime_type": sniffed.mime_type,
+            "size": info.size,
+            "checksum": checksum,
+        }
+
+    @staticmethod
+    def _describe_external_url(data: dict[str, Any]) -> dict[str, Any]:
+        # External URLs are never fetched (that would let callers make us request anything):
+        # the type is the caller's hint and the size is unknown (0).
+        mime = (data.get("mime_type") or "application/octet-stream").split(";")[0].strip().lower()
+        return {
+            "external_url": data["url"],
+            "type": media_type_of(mime).value,
+            "mime_type": mime,
+            "size": 0,
+            "checksum": None,
+        }
+
+    def _new_media(self, data: dict[str, Any], **fields: Any) -> Media:
+        now = utcnow()
+        name = data.get("original_name") or _name_from_source(fields)
+        media = Media(
+            id=uuid7(),
+            status=READY,
+            original_name=name,
+            user_id=data["user_id"],
+            entity_type=data.get("entity_type"),
+            entity_id=data.get("entity_id"),
+            is_public=data.get("is_public", False),
+            meta=data.get("metadata") or {},
+            folder=data.get("folder"),
+            alt_text=data.get("alt_text"),
+            caption=data.get("caption"),
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
+        media.tag_rows = [MediaTag(tag=tag) for tag in _unique(data.get("tags") or [])]
+        return media
+
+    def _commit_new(
+        self, media: Media, data: dict[str, Any], request_hash: str, written_key: str | None
+    ) -> Media:
+        """Insert row, idempotency key and event in one transaction; on failure drop our bytes."""
+        idempotency_key = data.get("idempotency_key")
+        try:
+            with self.sessions.begin() as session:
+                session.add(media)
+                if idempotency_key:
+                    session.add(
+                        IdempotencyKey(
+                            scope=media.user_id or "",
+                            key=idempotency_key,
+                            request_hash=request_hash,
+                            media_id=media.id,
+                            created_at=media.created_at,
+                        )
+                    )
+                self._event(session, "media_created", media)
+        except IntegrityError:
+            self.recorded_events.clear()
+            self._discard(written_key)
+            if idempotency_key:
+                # A concurrent delivery of the same request won the race: answer as it did.
+                existing = self._replay(data, request_hash)
+                if existing is not None:
+                    return existing
+            raise
+        except BaseException:
+            self.recorded_events.clear()
+            self._discard(written_key)
+            raise
+        return media
+
+    def _discard(self, key: str | None) -> None:
+        if key is None:
+            return
+        try:
+            self.offload(self.storage.delete, key)
+        except Exception:
+            # The orphan sweeper removes it later; the caller must still see the first error.
+            log.exception("could not delete orphaned object %s after a failed insert", key)
+
+    def _replay(self, data: dict[str, Any], request_hash: str) -> Media | None:
+        key = data.get("idempotency_key")
+        if not key:
+            return None
+        with self.sessions() as session:
+            row = session.get(IdempotencyKey, (data["user_id"] or "", key))
+            if row is None:
+                return None
+            if row.request_hash != request_hash:
+                raise Conflict(f"idempotencyKey {key!r} was already used with a different request")
+            media = session.get(Media, row.media_id)
+            if media is None:
+                raise NotFound(f"the media first created with idempotencyKey {key!r} is purged")
+            return media
+
+    @staticmethod
+    def _check_acting_for(caller: Caller, user_id: str) -> None:
+        if not caller.owns(user_id):
+            raise Forbidden("userId must be the calling user's own id")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def find_one(self, caller: Caller, media_id: str) -> Media:
+        with self.sessions() as session:
+            return self._get_visible(session, caller, media_id)
+
+    def find(self, caller: Caller, query: dict[str, Any]) -> Page:
+        if query.get("include_deleted") and not caller.is_trusted:
+            raise Forbidden("includeDeleted is for admin and internal calls only")
+        order = SortOrder.parse(query["sort"])
+        conditions = self._filters(caller, query)
+        limit = query["limit"]
+        with self.sessions() as session:
+            statement = order.apply(select(Media).where(*conditions), query.get("cursor"))
+            rows = list(session.scalars(statement.limit(limit + 1)))
+            next_cursor = order.cursor_after(rows[limit - 1]) if len(rows) > limit else None
+            total = None
+            if query.get("with_total"):
+                total = session.scalar(select(func.count()).select_from(Media).where(*conditions))
+        return Page(items=rows[:limit], next_cursor=next_cursor, total=total)
+
+    def _filters(self, caller: Caller, query: dict[str, Any]) -> list[Any]:
+        conditions: list[Any] = []
+        if not caller.is_trusted:
+            conditions.append(or_(Media.user_id == caller.user_id, Media.is_public.is_(True)))
+        if not query.get("include_deleted"):
+            conditions.append(Media.deleted_at.is_(None))
+        for name, column in (
+            ("type", Media.type),
+            ("user_id", Media.user_id),
+            ("entity_type", Media.entity_type),
+            ("entity_id", Media.entity_id),
+            ("status", Media.status),
+            ("is_public", Media.is_public),
+        ):
+            if name in query:
+                conditions.append(column == query[name])
+        if "mime_type" in query:
+            mime = query["mime_type"]
+            if mime.endswith("/*"):
+                family = mime[:-1]  # "image/": a range keeps the index usable on every database
+                conditions.append(
+                    and_(Media.mime_type >= family, Media.mime_type < family[:-1] + "0")
+                )
+            else:
+                conditions.append(Media.mime_type == mime)
+        if "folder" in query:
+            folder = query["folder"]
+            conditions.append(Media.folder.is_(None) if folder is None else Media.folder == folder)
+        for tag in _unique(query.get("tags") or []):
+            conditions.append(exists().where(MediaTag.media_id == Media.id, MediaTag.tag == tag))
+        if "search" in query:
+            pattern = "%" + _escape_like(query["search"]) + "%"
+            conditions.append(
+                or_(
+                    Media.original_name.ilike(pattern, escape="\\"),
+                    Media.alt_text.ilike(pattern, escape="\\"),
+                    Media.caption.ilike(pattern, escape="\\"),
+                )
+            )
+        if "created_after" in query:
+            conditions.append(Media.created_at > query["created_after"])
+        if "created_before" in query:
+            conditions.append(Media.created_at < query["created_before"])
+        return conditions
+
+    def _get_visible(
+        self,
+        session: Session,
+        caller: Caller,
+        media_id: str,
+        *,
+        include_deleted: bool = False,
+        for_update: bool = False,
+    ) -> Media:
+        statement = select(Media).where(Media.id == media_id)
+        if for_update:
+            statement = statement.with_for_update()
+        media = session.scalar(statement)
+        if (
+            media is None
+            or (media.deleted_at is not None and not include_deleted)
+            or not (media.is_public or caller.owns(media.user_id))
+        ):
+            raise NotFound(f"media {media_id!r} not found")
+        return media
+
+    def _get_owned(
+        self, session: Session, caller: Caller, media_id: str, *, include_deleted: bool = False
+    ) -> Media:
+        media = self._get_visible(
+            session, caller, media_id, include_deleted=include_deleted, for_update=True
+        )
+        if not caller.owns(media.user_id):
+            raise Forbidden(f"media {media_id!r} belongs to another user")
+        return media
+
+    # -- changing ---------------------------------------------------------------------------
+
+    def update(self, caller: Caller, media_id: str, changes: dict[str, Any]) -> Media:
+        expected: datetime | None = changes.pop("expected_updated_at", None)
+        with self.sessions.begin() as session:
+            media = self._get_owned(session, caller, media_id)
+            if expected is not None and media.updated_at != expected:
+                raise Conflict(
+                    f"media {media_id!r} changed since {expected.isoformat()}Z; "
+                    "read it again and retry"
+                )
+            changed = _apply(media, changes)
+            if changed:
+                media.updated_at = _after(media.updated_at)
+                self._event(session, "media_updated", media, changed)
+        return media
+
+    def remove(self, caller: Caller, media_id: str) -> Media:
+        with self.sessions.begin() as session:
+            media = self._get_owned(session, caller, media_id, include_deleted=True)
+            if media.deleted_at is None:
+                self._soft_delete(session, media)
+        return media
+
+    def restore(self, caller: Caller, media_id: str) -> Media:
+        with self.sessions.begin() as session:
+            media = self._get_owned(session, caller, media_id, include_deleted=True)
+            if media.deleted_at is None:
+                return media
+            if media.deleted_at < utcnow() - self.settings.retention:
+                raise NotFound(f"media {media_id!r} is past its retention period")
+            media.deleted_at = None
+            media.status = READY
+            media.updated_at = _after(media.updated_at)
+            self._event(session, "media_restored", media)
+        return media
+
+    def remove_by_entity(self, caller: Caller, entity_type: str, entity_id: str) -> int:
+        """Soft-delete what is linked to the entity; a user caller removes only its own media."""
+        removed = 0
+        while True:
+            with self.sessions.begin() as session:
+                statement = select(Media).where(
+                    Media.entity_type == entity_type,
+                    Media.entity_id == entity_id,
+                    Media.deleted_at.is_(None),
+                )
+                if not caller.is_trusted:
+                    statement = statement.where(Media.user_id == caller.user_id)
+                batch = list(
+                    session.scalars(
+                        statement.order_by(Media.id).limit(100).with_for_update(skip_locked=True)
+                    )
+                )
+                for media in batch:
+                    self._soft_delete(session, media)
+            removed += len(batch)
+            if len(batch) < 100:
+                return removed
+
+    def _soft_delete(self, session: Session, media: Media) -> None:
+        now = utcnow()
+        media.deleted_at = now
+        media.status = DELETED
+        media.updated_at = _after(media.updated_at, now)
+        self._event(session, "media_removed", media)
+
+    # -- retention --------------------------------------------------------------------------
+
+    def purge_expired(self, limit: int = 100) -> int:
+        """Bytes first, then the row and ``media_purged``: a crash in between leaves a row whose
+        bytes are gone, which the next run purges again (deleting a missing object is a no-op)."""
+        cutoff = utcnow() - self.settings.retention
+        purged = 0
+        with self.sessions.begin() as session:
+            statement = (
+                select(Media)
+                .where(Media.deleted_at.is_not(None), Media.deleted_at < cutoff)
+                .order_by(Media.deleted_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            for media in session.scalars(statement):
+                if media.storage_key:
+                    self.offload(self.storage.delete, media.storage_key)
+                self._event(session, "media_purged", media)
+                session.delete(media)
+                purged += 1
+        if purged:
+            log.info("purged %d media past their retention period", purged)
+        return purged
+
+
+def _apply(media: Media, changes: dict[str, Any]) -> list[str]:
+    changed: list[str] = []
+    for name, value in changes.items():
+        if name == "tags":
+            tags = _unique(value)
+            if tags != media.tags:
+                media.tag_rows = [MediaTag(tag=tag) for tag in tags]
+                changed.append(UPDATABLE[name])
+            continue
+        attribute = "meta" if name == "metadata" else name
+        if getattr(media, attribute) != value:
+            setattr(media, attribute, value)
+            changed.append(UPDATABLE[name])
+    return changed
+
+
+def _after(previous: datetime, now: datetime | None = None) -> datetime:
+    """A fresh updatedAt that is always later than the last one, so expectedUpdatedAt works."""
+    now = now or utcnow()
+    return now if now > previous else previous + timedelta(microseconds=1)
+
+
+def _unique(tags: list[str]) -> list[str]:
+    return sorted(set(tags))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _name_from_source(fields: dict[str, Any]) -> str:
+    source = fields.get("storage_key") or fields.get("external_url") or ""
+    return source.rstrip("/").rsplit("/", 1)[-1].split("?")[0][:255] or "file"
+
+
+def _request_hash(data: dict[str, Any], checksum: str | None) -> str:
+    """What makes two requests 'the same' for an idempotency key: every field but the key."""
+    canonical = {k: v for k, v in data.items() if k != "idempotency_key"}
+    canonical["checksum"] = checksum
+    canonical["tags"] = _unique(canonical.get("tags") or [])
+    encoded = json.dumps(canonical, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _checksum_of(storage: Storage, key: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in storage.iter_chunks(key):
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+__all__ = ["MediaCatalog", "Page"]

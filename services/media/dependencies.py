@@ -1,0 +1,71 @@
+"""Nameko dependency providers: the only place where nameko meets the domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventlet import tpool
+from nameko.extensions import DependencyProvider
+from nameko.timer import Timer
+from nameko_sqlalchemy import Database
+
+from services.media.access import Caller
+from services.media.catalog import MediaCatalog
+from services.media.database import engine_options, prepare_engine
+from services.media.models import Base
+from services.media.settings import MediaSettings
+from storage import build_storage
+
+
+def offload(function: Any, *args: Any) -> Any:
+    """CPU and blocking file work runs in a native thread so the hub keeps heartbeats going."""
+    return tpool.execute(function, *args)
+
+
+class Catalog(Database):
+    """Gives each worker a :class:`MediaCatalog` over nameko-sqlalchemy's session factory."""
+
+    def __init__(self) -> None:
+        super().__init__(Base, session_options={"expire_on_commit": False})
+
+    def setup(self) -> None:
+        config = self.container.config
+        url = config["DB_URIS"][f"{self.container.service_name}:{Base.__name__}"]
+        self.engine_options = engine_options(url)
+        super().setup()
+        prepare_engine(self.engine)
+        self.settings = MediaSettings.from_config(config)
+        self.storage = build_storage(config)
+
+    def get_dependency(self, worker_ctx: Any) -> MediaCatalog:
+        return MediaCatalog(
+            sessions=self.Session, storage=self.storage, settings=self.settings, offload=offload
+        )
+
+    def worker_teardown(self, worker_ctx: Any) -> None:
+        # Sessions are opened and closed by the catalog itself; nothing is kept per worker.
+        pass
+
+
+class CallerIdentity(DependencyProvider):
+    """The caller's identity from the context data every nameko call carries."""
+
+    def get_dependency(self, worker_ctx: Any) -> Caller:
+        data = worker_ctx.context_data
+        return Caller.from_context(data.get("user_id"), data.get("roles"))
+
+
+class ConfiguredTimer(Timer):
+    """A timer whose interval is read from ``MEDIA.<key>`` in the config at start-up."""
+
+    def __init__(self, key: str, default: float, **kwargs: Any) -> None:
+        super().__init__(interval=default, **kwargs)
+        self.key = key
+
+    def setup(self) -> None:
+        value = (self.container.config.get("MEDIA") or {}).get(self.key)
+        if value is not None:
+            self.interval = float(value)
+
+
+configured_timer = ConfiguredTimer.decorator

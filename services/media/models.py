@@ -1,0 +1,116 @@
+"""SQLAlchemy models. The schema itself is owned by the Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Media(Base):
+    __tablename__ = "media"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    original_name: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(80))
+    storage_key: Mapped[str | None] = mapped_column(String(512), unique=True)
+    external_url: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    entity_type: Mapped[str | None] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(255))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "metadata" is reserved on declarative classes; the column keeps the wire name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    folder: Mapped[str | None] = mapped_column(String(1024))
+    alt_text: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    tag_rows: Mapped[list[MediaTag]] = relationship(
+        back_populates="media",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="MediaTag.tag",
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return [row.tag for row in self.tag_rows]
+
+    __table_args__ = (
+        Index("ix_media_created", "created_at", "id"),
+        Index("ix_media_size", "size", "id"),
+        Index("ix_media_name", "original_name", "id"),
+        Index("ix_media_user_created", "user_id", "created_at", "id"),
+        Index("ix_media_entity_created", "entity_type", "entity_id", "created_at", "id"),
+        Index("ix_media_type_created", "type", "created_at", "id"),
+        Index("ix_media_mime_created", "mime_type", "created_at", "id"),
+        Index("ix_media_status_created", "status", "created_at", "id"),
+        Index("ix_media_public_created", "is_public", "created_at", "id"),
+        Index("ix_media_folder_created", "folder", "created_at", "id"),
+        Index("ix_media_deleted", "deleted_at"),
+    )
+
+
+class MediaTag(Base):
+    __tablename__ = "media_tags"
+
+    media_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("media.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    media: Mapped[Media] = relationship(back_populates="tag_rows")
+
+    __table_args__ = (Index("ix_media_tags_tag", "tag", "media_id"),)
+
+
+class IdempotencyKey(Base):
+    """First result of a request made with an ``idempotencyKey``, per owner."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    media_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as the change it reports; a relay publishes it."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_outbox_pending", "published_at", "created_at"),)

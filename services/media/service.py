@@ -1,0 +1,192 @@
+"""The ``media`` service: thin RPC entrypoints that validate, call the catalog and dump."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nameko.events import EventDispatcher
+from nameko.rpc import rpc
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from schemas import load
+from schemas.media import (
+    CreateMediaSchema,
+    MediaQuerySchema,
+    UpdateMediaSchema,
+    UploadFileSchema,
+)
+from services.media.catalog import MediaCatalog, Page
+from services.media.dependencies import CallerIdentity, Catalog, configured_timer
+from services.media.exceptions import (
+    CONTRACT_ERRORS,
+    NotFound,
+    StorageUnavailable,
+    ValidationError,
+)
+from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
+from storage.errors import ObjectNotFound
+from storage.errors import StorageUnavailable as BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+# Publishing right after commit must not hold the reply for long when the broker is away:
+# the outbox relay retries later anyway.
+QUICK_PUBLISH = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class MediaService:
+    name = "media"
+
+    catalog: MediaCatalog = Catalog()
+    caller = CallerIdentity()
+    dispatch = EventDispatcher(retry_policy=QUICK_PUBLISH)
+
+    # -- creating ---------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def upload_file(self, data: Any) -> dict[str, Any]:
+        with self._boundary():
+            media = self.catalog.upload_file(self.caller, load(UploadFileSchema(), data))
+            return self.catalog.present(media)
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def create(self, data: Any) -> dict[str, Any]:
+        with self._boundary():
+            media = self.catalog.create(self.caller, load(CreateMediaSchema(), data))
+            return self.catalog.present(media)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def findOne(self, id: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.catalog.present(self.catalog.find_one(self.caller, _text("id", id)))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def findAll(self, query: Any = None) -> dict[str, Any]:
+        with self._boundary():
+            return self._page(self.catalog.find(self.caller, _query(query)))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def findByUser(self, userId: Any, query: Any = None) -> dict[str, Any]:
+        with self._boundary():
+            filters = _query(query, user_id=_text("userId", userId))
+            return self._page(self.catalog.find(self.caller, filters))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def findByEntity(self, entityType: Any, entityId: Any, query: Any = None) -> dict[str, Any]:
+        with self._boundary():
+            filters = _query(
+                query,
+                entity_type=_text("entityType", entityType),
+                entity_id=_text("entityId", entityId),
+            )
+            return self._page(self.catalog.find(self.caller, filters))
+
+    # -- changing ---------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def update(self, id: Any, data: Any) -> dict[str, Any]:
+        with self._boundary():
+            changes = load(UpdateMediaSchema(), data)
+            media = self.catalog.update(self.caller, _text("id", id), changes)
+            return self.catalog.present(media)
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def remove(self, id: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.catalog.present(self.catalog.remove(self.caller, _text("id", id)))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def restore(self, id: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.catalog.present(self.catalog.restore(self.caller, _text("id", id)))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def removeByEntity(self, entityType: Any, entityId: Any) -> dict[str, int]:
+        with self._boundary():
+            removed = self.catalog.remove_by_entity(
+                self.caller, _text("entityType", entityType), _text("entityId", entityId)
+            )
+            return {"removed": removed}
+
+    # -- background jobs --------------------------------------------------------------------
+
+    @configured_timer("outbox_interval_seconds", 1.0)
+    def relay_outbox(self) -> None:
+        """Publish events whose worker could not (broker away, or the process died)."""
+        while publish_pending(self.catalog.sessions, self.dispatch, min_age=RELAY_MIN_AGE) == 100:
+            pass
+
+    @configured_timer("purge_interval_seconds", 300.0)
+    def purge_expired(self) -> None:
+        with self._boundary():
+            while self.catalog.purge_expired() == 100:
+                pass
+            prune_published(self.catalog.sessions)
+
+    # -- boundary ---------------------------------------------------------------------------
+
+    def _page(self, page: Page) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "items": [self.catalog.present(media) for media in page.items],
+            "nextCursor": page.next_cursor,
+        }
+        if page.total is not None:
+            result["total"] = page.total
+        return result
+
+    @contextmanager
+    def _boundary(self) -> Iterator[None]:
+        """Translate infrastructure errors to contract errors, then publish committed events."""
+        try:
+            yield
+        except ObjectNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except BackendUnavailable as exc:
+            log.warning("storage unavailable: %s", exc)
+            raise StorageUnavailable(f"file storage unavailable: {exc}") from None
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and not _is_operational(exc):
+                raise
+            log.warning("database unavailable: %s", exc)
+            raise StorageUnavailable("the media database is unavailable; retry later") from None
+        finally:
+            self._publish_recorded()
+
+    def _publish_recorded(self) -> None:
+        event_ids = list(self.catalog.recorded_events)
+        self.catalog.recorded_events.clear()
+        if not event_ids:
+            return
+        try:
+            publish_pending(self.catalog.sessions, self.dispatch, event_ids=event_ids)
+        except Exception:
+            # Committed events stay in the outbox; the relay publishes them.
+            log.warning("deferred %d events to the outbox relay", len(event_ids), exc_info=True)
+
+
+def _is_operational(exc: DBAPIError) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise ValidationError.for_field(name, "Must be a string of 1 to 255 characters.")
+    return value
+
+
+def _query(query: Any, **fixed: str) -> dict[str, Any]:
+    """Load a find* query; the method's own arguments win over (and must agree with) the query."""
+    filters = load(MediaQuerySchema(), query, argument="query")
+    for name, value in fixed.items():
+        if name in filters and filters[name] != value:
+            wire = {"user_id": "userId", "entity_type": "entityType", "entity_id": "entityId"}[name]
+            raise ValidationError.for_field(
+                f"query.{wire}", "Contradicts the method's own argument."
+            )
+        filters[name] = value
+    return filters
