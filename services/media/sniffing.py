@@ -49,8 +49,8 @@ class Sniffed:
     media_type: MediaType
 
 
-OCTET_STREAM = "application/octet-stream"
-EMPTY = "application/x-empty"
+_OCTET_STREAM = "application/octet-stream"
+_EMPTY = "application/x-empty"
 _HTML = "text/html"
 _SVG = "image/svg+xml"
 _XHTML = "application/xhtml+xml"
@@ -164,7 +164,7 @@ def sniff(head: bytes) -> Sniffed:
     """Identify content from its first bytes (up to `SNIFF_BYTES` of them)."""
     head = bytes(head[:SNIFF_BYTES])
     if not head:
-        return Sniffed(EMPTY, MediaType.OTHER)
+        return Sniffed(_EMPTY, MediaType.OTHER)
     mime_type = _sniff_signature(head) or _sniff_with_libmagic(head)
     return Sniffed(mime_type, media_type_of(mime_type))
 
@@ -193,10 +193,10 @@ def declared_type_conflicts(declared: str | None, sniffed: Sniffed) -> bool:
     if not declared:
         return False
     essence = _canonical(declared)
-    if essence in ("", OCTET_STREAM):
+    if essence in ("", _OCTET_STREAM):
         return False
     # Empty content is consistent with every type.
-    if sniffed.mime_type == EMPTY:
+    if sniffed.mime_type == _EMPTY:
         return False
     if media_type_of(essence) != sniffed.media_type:
         return True
@@ -383,10 +383,10 @@ def _sniff_with_libmagic(head: bytes) -> str:
         try:
             reported = _magic.from_buffer(head)
         except magic.MagicException:
-            reported = OCTET_STREAM
-    mime_type = _canonical(reported or OCTET_STREAM)
+            reported = _OCTET_STREAM
+    mime_type = _canonical(reported or _OCTET_STREAM)
     if "/" not in mime_type:
-        mime_type = OCTET_STREAM
+        mime_type = _OCTET_STREAM
 
     if head.startswith(_OLE_SIGNATURE):
         return mime_type if mime_type in _OLE_APPLICATIONS else _OLE_STORAGE
@@ -395,7 +395,7 @@ def _sniff_with_libmagic(head: bytes) -> str:
     if (
         mime_type.startswith("text/")
         or mime_type in ACTIVE_CONTENT_TYPES
-        or (mime_type == OCTET_STREAM and _is_utf8_text(head))
+        or (mime_type == _OCTET_STREAM and _is_utf8_text(head))
     ):
         return _sniff_text(head, mime_type)
     return mime_type

@@ -1,0 +1,311 @@
+"""A storage backend on a local (or mounted) filesystem: one file per object under a root."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+from storage.base import DEFAULT_CHUNK_SIZE, ObjectInfo, Storage, StoredObject, validate_key
+from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
+
+TMP_PREFIX = ".tmp-"
+_FILE_MODE = 0o640
+_DIR_MODE = 0o750
+# A concurrent delete may prune a directory a put has just created; a few retries always win
+# because the put's temp file keeps the directory non-empty once it exists.
+_DIR_ATTEMPTS = 5
+
+# errno of a write that fails because of the key's shape, not because the storage is unusable.
+_KEY_CLASH = {
+    errno.ENAMETOOLONG: "a path segment is too long for the filesystem",
+    errno.EISDIR: "it is the prefix of other stored keys",
+    errno.ENOTDIR: "a leading part of it is already the key of an object",
+    errno.ELOOP: "it resolves through a symlink loop",
+}
+# errno of a read that simply means there is no such object.
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+class LocalStorage(Storage):
+    """Objects as files under ``root``; the key's ``/`` segments are directories."""
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        try:
+            os.makedirs(root, mode=_DIR_MODE, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot create storage root {os.fspath(root)!r}: {_describe(exc)}"
+            ) from exc
+        # Resolved once so the containment check in _path compares like with like.
+        self.root: str = os.path.realpath(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage(root={self.root!r})"
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> StoredObject:
+        """Write to a temp file beside the target, fsync, rename over the target, fsync the dir."""
+        # content_type is not kept: this backend stores bytes only (the database has the type).
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        fd, tmp, created = self._create_temp(key)
+        hasher = hashlib.sha256()
+        size = 0
+        f = os.fdopen(fd, "wb")
+        try:
+            for chunk in chunks:  # errors of the producer propagate untranslated
+                hasher.update(chunk)
+                with _writing(key):
+                    size += f.write(chunk)
+            with _writing(key):
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                os.replace(tmp, path)
+        except BaseException:
+            # BaseException too: eventlet stops a killed greenthread with GreenletExit.
+            with contextlib.suppress(OSError):
+                f.close()  # may fail flushing, which must not hide the original error
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        # The rename (and any new directory) is only durable once the parent entries are synced.
+        with _writing(key):
+            for synced in sorted({directory, *(os.path.dirname(d) for d in created)}):
+                _fsync_dir(synced)
+        return StoredObject(key=key, size=size, checksum=f"sha256:{hasher.hexdigest()}")
+
+    def delete(self, key: str) -> bool:
+        """Unlink the object, then prune directories it leaves empty (never the root)."""
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            if exc.errno in _MISSING:
+                return False
+            raise StorageUnavailable(f"cannot delete {key!r}: {_describe(exc)}") from exc
+        directory = os.path.dirname(path)
+        while len(directory) > len(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                # Not empty (a concurrent put), already gone, or not removable: pruning is
+                # best effort and the object itself is deleted.
+                break
+            directory = os.path.dirname(directory)
+        return True
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size and mtime of the object's file; ``content_type`` is always None here."""
+        path = self._path(key)
+        with _reading(key):
+            st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFound(key)
+        return _info(key, st)
+
+    def iter_chunks(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[bytes]:
+        """Stream bytes ``[start, end)``; a missing object raises here, not on the first chunk."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        if end is not None and end < start:
+            raise ValueError(f"end must be >= start, got start={start}, end={end}")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+        path = self._path(key)
+        # Checked eagerly so callers can answer 404 before they start a response; the file is
+        # opened lazily so an iterator that is never consumed holds no descriptor.
+        self.head(key)
+        return self._stream(key, path, start, end, chunk_size)
+
+    def _stream(
+        self, key: str, path: str, start: int, end: int | None, chunk_size: int
+    ) -> Iterator[bytes]:
+        with _reading(key):
+            f = open(path, "rb")  # closed by the with below, which spans the yields
+        with f:
+            with _reading(key):
+                f.seek(start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                want = chunk_size if remaining is None else min(chunk_size, remaining)
+                with _reading(key):
+                    data = f.read(want)
+                if not data:
+                    return
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Walk the directory part of ``prefix``; temp files of in-flight writes are skipped."""
+        directory, _, _ = prefix.rpartition("/")
+        base = self._path(directory) if directory else self.root
+        # An absent root (e.g. an unmounted volume) must not look like an empty store.
+        if not os.path.isdir(self.root):
+            raise StorageUnavailable(f"storage root {self.root!r} is missing")
+        return self._walk(base, prefix)
+
+    def _walk(self, base: str, prefix: str) -> Iterator[ObjectInfo]:
+        def on_error(exc: OSError) -> None:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return  # removed by a concurrent delete, or the prefix names an object
+            raise StorageUnavailable(f"cannot list {prefix!r}: {_describe(exc)}") from exc
+
+        for dirpath, dirnames, filenames in os.walk(base, onerror=on_error):
+            dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
+            relative = os.path.relpath(dirpath, self.root)
+            parent = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            for filename in filenames:
+                key = parent + filename
+                if filename.startswith(TMP_PREFIX) or not key.startswith(prefix):
+                    continue
+                if not _is_valid_key(key):
+                    continue  # not written by put (placed by hand): no key could address it
+                try:
+                    st = os.lstat(os.path.join(dirpath, filename))
+                except FileNotFoundError:
+                    continue  # deleted since the directory was read
+                except OSError as exc:
+                    raise StorageUnavailable(f"cannot stat {key!r}: {_describe(exc)}") from exc
+                if stat.S_ISREG(st.st_mode):
+                    yield _info(key, st)
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the root is an existing, writable directory."""
+        if not os.path.isdir(self.root):
+            raise StorageUnavailable(f"storage root {self.root!r} is missing or not a directory")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"storage root {self.root!r} is not writable")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        validate_key(key)
+        segments = key.split("/")
+        if any(segment.startswith(TMP_PREFIX) for segment in segments):
+            # Such an object would be invisible to iter_objects and could collide with temp files.
+            raise InvalidKey(key, f"segments starting with {TMP_PREFIX!r} are reserved")
+        path = os.path.join(self.root, *segments)
+        # Defence in depth: a symlink planted under the root must not lead outside it.
+        real = os.path.realpath(path)
+        if real == self.root or os.path.commonpath([self.root, real]) != self.root:
+            raise InvalidKey(key, "resolves outside the storage root")
+        return path
+
+    def _create_temp(self, key: str) -> tuple[int, str, list[str]]:
+        """Create the key's parent directories and an open temp file among them."""
+        segments = key.split("/")[:-1]
+        directory = os.path.join(self.root, *segments)
+        created: list[str] = []
+        for _ in range(_DIR_ATTEMPTS):
+            try:
+                created.extend(self._make_dirs(segments))
+                fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+            except FileNotFoundError:
+                if not os.path.isdir(self.root):
+                    break  # never recreate the root: it may be an unmounted volume's mount point
+                continue
+            except OSError as exc:
+                raise _write_error(key, exc) from exc
+            try:
+                os.fchmod(fd, _FILE_MODE)
+            except OSError as exc:
+                os.close(fd)
+                os.unlink(tmp)
+                raise _write_error(key, exc) from exc
+            return fd, tmp, created
+        if not os.path.isdir(self.root):
+            raise StorageUnavailable(f"storage root {self.root!r} is missing")
+        raise StorageUnavailable(f"cannot create the directory of {key!r}: it keeps disappearing")
+
+    def _make_dirs(self, segments: list[str]) -> list[str]:
+        created = []
+        current = self.root
+        for segment in segments:
+            current = os.path.join(current, segment)
+            try:
+                os.mkdir(current, _DIR_MODE)
+            except FileExistsError:
+                continue  # if it is a file, mkstemp fails with ENOTDIR: a key clash
+            os.chmod(current, _DIR_MODE)  # mkdir's mode is filtered through the umask
+            created.append(current)
+        return created
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=st.st_size,
+        content_type=None,
+        modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
+    )
+
+
+def _is_valid_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+
+
+def _write_error(key: str, exc: OSError) -> StorageError:
+    if exc.errno in _KEY_CLASH:
+        return InvalidKey(key, f"cannot be stored: {_KEY_CLASH[exc.errno]}")
+    return StorageUnavailable(f"cannot write {key!r}: {_describe(exc)}")
+
+
+@contextlib.contextmanager
+def _writing(key: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(key, exc) from exc
+
+
+@contextlib.contextmanager
+def _reading(key: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _MISSING:
+            raise ObjectNotFound(key) from exc
+        raise StorageUnavailable(f"cannot read {key!r}: {_describe(exc)}") from exc
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot fsync a directory at all; that is not a failed write.
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
