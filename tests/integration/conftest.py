@@ -1,0 +1,103 @@
+"""The service started for real, called over RabbitMQ like a sibling service would call it."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import eventlet
+import pytest
+from nameko.events import event_handler
+
+from services.media.client import media_rpc
+from services.media.service import MediaService
+from tests.conftest import SIGNING_KEY, load_config
+
+EVENT_TYPES = ("media_created", "media_updated", "media_removed", "media_restored", "media_purged")
+
+
+class EventLog:
+    """Events as a subscriber receives them, in arrival order."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self._arrived = eventlet.event.Event()
+
+    def add(self, event_type: str, payload: dict[str, Any]) -> None:
+        self.received.append((event_type, payload))
+        if not self._arrived.ready():
+            self._arrived.send()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+        with eventlet.Timeout(
+            timeout, TimeoutError(f"{count} events expected, got {self.types()}")
+        ):
+            while len(self.received) < count:
+                eventlet.sleep(0.02)
+        return list(self.received)
+
+    def types(self) -> list[str]:
+        return [event_type for event_type, _ in self.received]
+
+    def counts(self) -> collections.Counter:
+        return collections.Counter(payload["eventId"] for _, payload in self.received)
+
+
+EVENTS = EventLog()
+
+
+def _handler(event_type: str) -> Callable:
+    @event_handler("media", event_type)
+    def handle(self: Any, payload: dict[str, Any]) -> None:
+        EVENTS.add(event_type, payload)
+
+    handle.__name__ = f"on_{event_type}"
+    return handle
+
+
+class Subscriber:
+    """A sibling service listening to every media event, exactly as other teams write it."""
+
+    name = "media_test_subscriber"
+    locals().update({f"on_{event_type}": _handler(event_type) for event_type in EVENT_TYPES})
+
+
+@pytest.fixture
+def events() -> EventLog:
+    EVENTS.received.clear()
+    EVENTS._arrived = eventlet.event.Event()
+    return EVENTS
+
+
+@pytest.fixture
+def service_config(
+    rabbit_config: dict[str, Any], database_url: str, sessions: Any, tmp_path: Path
+) -> dict[str, Any]:
+    config = load_config(URL_SIGNING_KEY=SIGNING_KEY)
+    config["AMQP_URI"] = rabbit_config["AMQP_URI"]
+    config["DB_URIS"] = {"media:Base": database_url}
+    config["STORAGE_ROOT"] = str(tmp_path / "storage")
+    config["MEDIA"]["outbox_interval_seconds"] = 0.2
+    return config
+
+
+@pytest.fixture
+def media_service(runner_factory: Any, service_config: dict[str, Any], events: EventLog) -> Any:
+    runner = runner_factory(service_config, MediaService, Subscriber)
+    runner.start()
+    return runner
+
+
+@pytest.fixture
+def rpc(
+    service_config: dict[str, Any], media_service: Any
+) -> Callable[..., AbstractContextManager[Any]]:
+    """``with rpc(user_id=...) as media:`` a standalone proxy, as a sibling service holds one."""
+
+    def connect(user_id: str | None = None, roles: list[str] | None = None, timeout: float = 15):
+        return media_rpc(service_config, timeout=timeout, user_id=user_id, roles=roles)
+
+    return connect
