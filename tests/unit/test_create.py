@@ -65,11 +65,11 @@ def test_external_url(service):
     ("data", "field"),
     [
         ({"userId": "u-1"}, "storageKey"),
-        ({"userId": "u-1", "url": "https://x/y", "storageKey": "a/b"}, "storageKey"),
+        ({"userId": "u-1", "url": "https://cdn.example.com/y", "storageKey": "a/b"}, "storageKey"),
         ({"userId": "u-1", "url": "javascript:alert(1)"}, "url"),
         ({"userId": "u-1", "url": "file:///etc/passwd"}, "url"),
-        ({"url": "https://x/y"}, "userId"),
-        ({"userId": "u-1", "url": "https://x/y", "content": "AAAA"}, "content"),
+        ({"url": "https://cdn.example.com/y"}, "userId"),
+        ({"userId": "u-1", "url": "https://cdn.example.com/y", "content": "AAAA"}, "content"),
     ],
 )
 def test_bad_create(service, written, data, field):
