@@ -118,8 +118,11 @@ class MediaService:
     @configured_timer("outbox_interval_seconds", 1.0)
     def relay_outbox(self) -> None:
         """Publish events whose worker could not (broker away, or the process died)."""
-        while publish_pending(self.catalog.sessions, self.dispatch, min_age=RELAY_MIN_AGE) == 100:
-            pass
+        with self._boundary():
+            while (
+                publish_pending(self.catalog.sessions, self.dispatch, min_age=RELAY_MIN_AGE) == 100
+            ):
+                pass
 
     @configured_timer("purge_interval_seconds", 300.0)
     def purge_expired(self) -> None:

@@ -92,12 +92,16 @@ def media_service(runner_factory: Any, service_config: dict[str, Any], events: E
 
 
 @pytest.fixture
-def rpc(
-    service_config: dict[str, Any], media_service: Any
-) -> Callable[..., AbstractContextManager[Any]]:
-    """``with rpc(user_id=...) as media:`` a standalone proxy, as a sibling service holds one."""
+def connect(service_config: dict[str, Any]) -> Callable[..., AbstractContextManager[Any]]:
+    """``with connect(user_id=...) as media:``: a standalone proxy, as a sibling holds one."""
 
-    def connect(user_id: str | None = None, roles: list[str] | None = None, timeout: float = 15):
+    def proxy(user_id: str | None = None, roles: list[str] | None = None, timeout: float = 15):
         return media_rpc(service_config, timeout=timeout, user_id=user_id, roles=roles)
 
+    return proxy
+
+
+@pytest.fixture
+def rpc(connect: Callable[..., Any], media_service: Any) -> Callable[..., Any]:
+    """Like ``connect``, with the media service running."""
     return connect

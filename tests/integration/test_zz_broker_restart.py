@@ -1,0 +1,81 @@
+"""The broker restarts between a commit and its event: the event still arrives, once.
+
+Named to run last: it really stops and starts the local RabbitMQ application.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import eventlet
+import pytest
+
+from services.media.service import MediaService
+from tests.files import upload_data
+from tests.integration.conftest import Subscriber
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None, reason="needs a local RabbitMQ it may restart"
+)
+
+
+def _wait_for_port(port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            eventlet.sleep(0.5)
+    raise TimeoutError(f"port {port} did not come back")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+class BrokerRestartsBeforePublish(MediaService):
+    """The real service, with the broker stopped right after the commit and started again after
+    the worker's own publish attempt has failed."""
+
+    restart_pending = False
+
+    def _publish_recorded(self) -> None:
+        if not type(self).restart_pending:
+            super()._publish_recorded()
+            return
+        type(self).restart_pending = False
+        _rabbitmqctl("stop_app")
+        try:
+            super()._publish_recorded()
+        finally:
+            _rabbitmqctl("start_app")
+            _wait_for_port(5672)
+            _wait_for_port(15672)
+
+
+def test_event_of_a_commit_survives_a_broker_restart(
+    runner_factory, service_config, events, connect
+):
+    runner = runner_factory(service_config, BrokerRestartsBeforePublish, Subscriber)
+    runner.start()
+    BrokerRestartsBeforePublish.restart_pending = True
+
+    def upload():
+        try:
+            with connect(user_id="u-1", timeout=60) as media:
+                return media.upload_file(upload_data())
+        except Exception as exc:  # the reply is lost with the broker; the change is not
+            return exc
+
+    caller = eventlet.spawn(upload)
+    received = events.wait_for(1, timeout=120)
+    eventlet.sleep(3)  # a second copy would have arrived by now
+    assert events.types() == ["media_created"]
+    media_id = received[0][1]["media"]["id"]
+    with connect(user_id="u-1") as media:
+        assert [m["id"] for m in media.findAll()["items"]] == [media_id]
+    caller.kill()
