@@ -1,0 +1,64 @@
+"""Configuration: what the service refuses to start with, and how identity is read."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.media.access import Caller
+from services.media.settings import ConfigurationError, MediaSettings
+from services.media.sniffing import MediaType
+from tests.conftest import load_config
+
+
+def test_refuses_to_start_without_a_signing_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="URL_SIGNING_KEY is not set"):
+        MediaSettings.from_config(load_config(URL_SIGNING_KEY="", MEDIA_DEV_MODE="false"))
+
+
+def test_dev_mode_keeps_one_key_across_restarts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(URL_SIGNING_KEY="", MEDIA_DEV_MODE="true")
+    first = MediaSettings.from_config(config).url_signing_key
+    assert len(first) >= 32
+    assert MediaSettings.from_config(config).url_signing_key == first
+    assert (tmp_path / "var" / "dev-url-signing-key").stat().st_mode & 0o077 == 0
+
+
+def test_config_yml_defaults_and_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(URL_SIGNING_KEY="s3cret", MEDIA_RETENTION_DAYS="7")
+    settings = MediaSettings.from_config(config)
+    assert settings.url_signing_key == b"s3cret"
+    assert settings.retention.days == 7
+    assert config["DB_URIS"]["media:Base"] == "sqlite:///var/media.db"
+    assert config["STORAGE_BACKEND"] == "local"
+    assert config["AMQP_URI"] == "amqp://guest:guest@localhost:5672/"
+    assert config["max_workers"] == 10
+    assert "image/png" in settings.upload_policy[MediaType.IMAGE].mime_types
+    assert "text/html" not in {
+        m for rule in settings.upload_policy.values() for m in rule.mime_types
+    }
+    # Fits RabbitMQ 4's 16 MiB message limit once base64-encoded.
+    assert settings.rpc_max_content_bytes * 4 / 3 < 16 * 1024 * 1024 - 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("user_id", "roles", "expected"),
+    [
+        ("u-1", ["admin"], Caller("u-1", frozenset({"admin"}))),
+        ("u-1", "admin", Caller("u-1", frozenset({"admin"}))),
+        ("u-1", None, Caller("u-1")),
+        (None, None, Caller()),
+        ("", ["x"], Caller(None, frozenset({"x"}))),
+        (7, [], Caller("7")),
+    ],
+)
+def test_caller_from_context(user_id, roles, expected):
+    assert Caller.from_context(user_id, roles) == expected
+
+
+def test_access_rules():
+    assert Caller().is_trusted and Caller("a", frozenset({"admin"})).is_trusted
+    assert not Caller("a").is_trusted
+    assert Caller("a").owns("a") and not Caller("a").owns("b")
