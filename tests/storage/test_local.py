@@ -25,7 +25,6 @@ from storage import (
 )
 
 KEY_RE = re.compile(r"media/\d{4}/\d{2}/\d{2}/[0-9a-f]{32}")
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 @pytest.fixture
@@ -445,18 +444,6 @@ def test_a_bug_in_the_chunks_propagates_unchanged(store: LocalStorage, root: Pat
 
 def test_check_passes_on_a_usable_root(store: LocalStorage) -> None:
     store.check()
-
-
-@pytest.mark.skipif(IS_ROOT, reason="running as root: file permissions do not apply")
-def test_check_fails_on_a_read_only_root(store: LocalStorage, root: Path) -> None:
-    root.chmod(0o500)
-    try:
-        with pytest.raises(StorageUnavailable, match="not writable"):
-            store.check()
-        with pytest.raises(StorageUnavailable):
-            store.put("a/b", [b"x"], "text/plain")
-    finally:
-        root.chmod(0o750)
 
 
 def test_check_fails_when_the_root_is_replaced_by_a_file(store: LocalStorage, root: Path) -> None:
