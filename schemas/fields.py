@@ -84,12 +84,15 @@ class Folder(fields.String):
 
     default_error_messages = {
         "segment": "Each folder segment must be 1-128 visible characters, not '.' or '..'.",
+        "length": "Must be at most 1024 characters.",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
         text = super()._deserialize(value, attr, data, **kwargs).strip().strip("/")
         if not text:
             return None
+        if len(text) > 1024:
+            raise self.make_error("length")
         segments = text.split("/")
         for segment in segments:
             if (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validates_schema
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
 from schemas.fields import DisplayName, Folder, Metadata, Tag, UtcDateTime, strict_bool
@@ -130,6 +130,12 @@ class MediaQuerySchema(Schema):
     cursor = fields.String(validate=Length(1, 1024))
     sort = fields.String(validate=OneOf(SORTS), load_default="-createdAt")
     with_total = strict_bool(data_key="withTotal", load_default=False)
+
+    @pre_load
+    def _lower_mime_type(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("mimeType"), str):
+            return {**data, "mimeType": data["mimeType"].lower()}
+        return data
 
     @validates_schema
     def _entity_id_needs_type(self, data: dict[str, Any], **kwargs: Any) -> None:

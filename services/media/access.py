@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 ADMIN_ROLE = "admin"
+# The nameko context data keys that carry the caller's identity.
+IDENTITY_CONTEXT_KEYS = ("user_id", "roles")
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.fields import sanitize_display_name
 from schemas.media import dump_media
 from services.media.access import Caller
 from services.media.exceptions import Conflict, Forbidden, NotFound, ValidationError
@@ -124,14 +126,15 @@ class MediaCatalog:
 
     def create(self, caller: Caller, data: dict[str, Any]) -> Media:
         self._check_acting_for(caller, data["user_id"])
+        # The key or URL names the bytes, so the request is known before storage is read.
+        request_hash = _request_hash(data, None)
+        existing = self._replay(data, request_hash)
+        if existing is not None:
+            return existing
         if "storage_key" in data:
             fields = self._describe_stored_object(data["storage_key"], data.get("mime_type"))
         else:
             fields = self._describe_external_url(data)
-        request_hash = _request_hash(data, fields.get("checksum"))
-        existing = self._replay(data, request_hash)
-        if existing is not None:
-            return existing
         media = self._new_media(data, **fields)
         return self._commit_new(media, data, request_hash, written_key=None)
 
@@ -220,6 +223,10 @@ class MediaCatalog:
                 existing = self._replay(data, request_hash)
                 if existing is not None:
                     return existing
+            if written_key is None and media.storage_key:
+                raise Conflict(
+                    f"the object {media.storage_key!r} already belongs to a media record"
+                ) from None
             raise
         except BaseException:
             self.recorded_events.clear()
@@ -403,9 +410,7 @@ class MediaCatalog:
                 if not caller.is_trusted:
                     statement = statement.where(Media.user_id == caller.user_id)
                 batch = list(
-                    session.scalars(
-                        statement.order_by(Media.id).limit(100).with_for_update(skip_locked=True)
-                    )
+                    session.scalars(statement.order_by(Media.id).limit(100).with_for_update())
                 )
                 for media in batch:
                     self._soft_delete(session, media)
@@ -478,7 +483,8 @@ def _escape_like(text: str) -> str:
 
 def _name_from_source(fields: dict[str, Any]) -> str:
     source = fields.get("storage_key") or fields.get("external_url") or ""
-    return source.rstrip("/").rsplit("/", 1)[-1].split("?")[0][:255] or "file"
+    last = source.split("?")[0].split("#")[0].rstrip("/").rsplit("/", 1)[-1]
+    return sanitize_display_name(unquote(last)) or "file"
 
 
 def _request_hash(data: dict[str, Any], checksum: str | None) -> str:

@@ -38,8 +38,14 @@ def prepare_engine(engine: Engine) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # ILIKE compiles to lower(x) LIKE lower(y) on SQLite, whose lower() is ASCII-only.
+            dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
     return engine
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def make_engine(url: str | None = None) -> Engine:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from eventlet import tpool
+from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 from nameko_sqlalchemy import Database
 
-from services.media.access import Caller
+from services.media.access import IDENTITY_CONTEXT_KEYS, Caller
 from services.media.catalog import MediaCatalog
 from services.media.database import engine_options, prepare_engine
 from services.media.models import Base
@@ -52,7 +53,24 @@ class CallerIdentity(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> Caller:
         data = worker_ctx.context_data
-        return Caller.from_context(data.get("user_id"), data.get("roles"))
+        user_id, roles = IDENTITY_CONTEXT_KEYS
+        return Caller.from_context(data.get(user_id), data.get(roles))
+
+
+class MediaEventDispatcher(EventDispatcher):
+    """Events describe committed facts, not a caller's request: they carry no caller identity.
+
+    nameko would copy the caller's context data (``user_id``, ``roles``) into the event headers,
+    so a subscriber calling back into ``media`` would act as whoever made the change when the
+    worker published the event, and as nobody when the outbox relay did. Dropping them makes
+    every delivery the same.
+    """
+
+    def get_message_headers(self, worker_ctx: Any) -> dict[str, Any]:
+        headers = super().get_message_headers(worker_ctx)
+        for key in IDENTITY_CONTEXT_KEYS:
+            headers.pop(self._get_header_name(key), None)
+        return headers
 
 
 class ConfiguredTimer(Timer):

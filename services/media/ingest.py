@@ -50,7 +50,10 @@ def decoded_length(encoded: str) -> int:
 
 def check_declared_size(encoded: str, settings: MediaSettings) -> None:
     """The RPC cap, checked on the encoded length before anything is decoded."""
-    if len(encoded) > max_base64_length(settings.rpc_max_content_bytes):
+    if (
+        len(encoded) > max_base64_length(settings.rpc_max_content_bytes)
+        or decoded_length(encoded) > settings.rpc_max_content_bytes
+    ):
         raise PayloadTooLarge(
             f"content is over the RPC limit of {settings.rpc_max_content_bytes} bytes; "
             "use an upload session for larger files"

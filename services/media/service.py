@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nameko.events import EventDispatcher
 from nameko.rpc import rpc
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -19,7 +18,12 @@ from schemas.media import (
     UploadFileSchema,
 )
 from services.media.catalog import MediaCatalog, Page
-from services.media.dependencies import CallerIdentity, Catalog, configured_timer
+from services.media.dependencies import (
+    CallerIdentity,
+    Catalog,
+    MediaEventDispatcher,
+    configured_timer,
+)
 from services.media.exceptions import (
     CONTRACT_ERRORS,
     NotFound,
@@ -42,7 +46,7 @@ class MediaService:
 
     catalog: MediaCatalog = Catalog()
     caller = CallerIdentity()
-    dispatch = EventDispatcher(retry_policy=QUICK_PUBLISH)
+    dispatch = MediaEventDispatcher(retry_policy=QUICK_PUBLISH)
 
     # -- creating ---------------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class MediaService:
             raise NotFound(str(exc)) from None
         except BackendUnavailable as exc:
             log.warning("storage unavailable: %s", exc)
-            raise StorageUnavailable(f"file storage unavailable: {exc}") from None
+            raise StorageUnavailable(str(exc)) from None
         except DBAPIError as exc:
             if not exc.connection_invalidated and not _is_operational(exc):
                 raise

@@ -11,6 +11,7 @@ from typing import Any
 import eventlet
 import pytest
 from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
 
 from services.media.client import media_rpc
 from services.media.service import MediaService
@@ -24,6 +25,7 @@ class EventLog:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.identities: list[tuple[Any, Any]] = []
         self._arrived = eventlet.event.Event()
 
     def add(self, event_type: str, payload: dict[str, Any]) -> None:
@@ -49,10 +51,21 @@ class EventLog:
 EVENTS = EventLog()
 
 
+class ContextValue(DependencyProvider):
+    """What a subscriber's worker sees of one context data key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def get_dependency(self, worker_ctx: Any) -> Any:
+        return worker_ctx.context_data.get(self.key)
+
+
 def _handler(event_type: str) -> Callable:
     @event_handler("media", event_type)
     def handle(self: Any, payload: dict[str, Any]) -> None:
         EVENTS.add(event_type, payload)
+        EVENTS.identities.append((self.user_id, self.roles))
 
     handle.__name__ = f"on_{event_type}"
     return handle
@@ -62,12 +75,15 @@ class Subscriber:
     """A sibling service listening to every media event, exactly as other teams write it."""
 
     name = "media_test_subscriber"
+    user_id = ContextValue("user_id")
+    roles = ContextValue("roles")
     locals().update({f"on_{event_type}": _handler(event_type) for event_type in EVENT_TYPES})
 
 
 @pytest.fixture
 def events() -> EventLog:
     EVENTS.received.clear()
+    EVENTS.identities.clear()
     EVENTS._arrived = eventlet.event.Event()
     return EVENTS
 

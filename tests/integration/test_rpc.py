@@ -46,6 +46,8 @@ def test_a_sibling_stores_finds_changes_and_deletes_media(rpc, events, storage_r
     assert sorted(received[2][1]["changes"]) == ["caption", "isPublic"]
     assert received[5][1]["media"]["status"] == "DELETED"
     assert all(count == 1 for count in events.counts().values())
+    # Events carry no caller identity: a subscriber calling back acts as itself.
+    assert set(events.identities) == {(None, None)}
     # The bytes really are on disk under server-made keys.
     assert len([p for p in storage_root.rglob("*") if p.is_file()]) == 2
 

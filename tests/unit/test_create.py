@@ -32,6 +32,23 @@ def test_create_reads_size_type_and_checksum_from_storage(service, stored_pdf, d
     assert dispatched.types() == ["media_created"]
 
 
+def test_create_with_an_idempotency_key_replays(service, stored_pdf, written):
+    key, _ = stored_pdf
+    request = {"storageKey": key, "userId": "u-1", "idempotencyKey": "import-1"}
+    first = service.create(dict(request))
+    assert service.create(dict(request)) == first
+    assert written.counts()["media"] == 1
+    with pytest.raises(Conflict, match="different request"):
+        service.create({**request, "caption": "changed"})
+
+
+def test_name_from_an_url_is_sanitised(service):
+    media = service.create(
+        {"url": "https://cdn.example.com/a/%E2%80%AEgpj.exe#frag?x", "userId": "u-1"}
+    )
+    assert media["originalName"] == "gpj.exe"
+
+
 def test_an_object_belongs_to_one_record(service, stored_pdf):
     key, _ = stored_pdf
     service.create({"storageKey": key, "userId": "u-1"})

@@ -33,11 +33,12 @@ def test_default_order_is_newest_first(service):
 def test_filters(service):
     img = _upload(service, entityType="course", entityId="1", tags=["a", "b"], folder="x/y")
     doc = service.upload_file(
-        upload_data(pdf_bytes(), name="Syllabus.pdf", caption="Week ONE", isPublic=True)
+        upload_data(pdf_bytes(), name="Syllabus.pdf", caption="Week ONE École", isPublic=True)
     )
     cases = {
         "type": ({"type": "DOCUMENT"}, [doc]),
         "mime family": ({"mimeType": "image/*"}, [img]),
+        "mime family any case": ({"mimeType": "Image/*"}, [img]),
         "mime exact": ({"mimeType": "application/pdf"}, [doc]),
         "entity": ({"entityType": "course", "entityId": "1"}, [img]),
         "entity type": ({"entityType": "course"}, [img]),
@@ -49,6 +50,7 @@ def test_filters(service):
         "search name": ({"search": "syllab"}, [doc]),
         "search caption": ({"search": "week one"}, [doc]),
         "search wildcard is literal": ({"search": "%"}, []),
+        "search folds non-ASCII": ({"search": "éCOLE"}, [doc]),
         "status": ({"status": "READY", "userId": "u-1"}, [doc, img]),
         "after": ({"createdAfter": img["createdAt"]}, [doc]),
         "before": ({"createdBefore": doc["createdAt"]}, [img]),

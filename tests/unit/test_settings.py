@@ -25,6 +25,12 @@ def test_dev_mode_keeps_one_key_across_restarts(tmp_path, monkeypatch):
     assert (tmp_path / "var" / "dev-url-signing-key").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.parametrize("secret", ["0123", "yes", "null", "a #b", "{x: 1}"])
+def test_secrets_are_taken_verbatim_from_the_environment(secret):
+    settings = MediaSettings.from_config(load_config(URL_SIGNING_KEY=secret))
+    assert settings.url_signing_key == secret.encode()
+
+
 def test_config_yml_defaults_and_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(URL_SIGNING_KEY="s3cret", MEDIA_RETENTION_DAYS="7")

@@ -37,6 +37,7 @@ from tests.unit.conftest import act_as
         ({"originalName": "\u202e\x00/"}, "originalName", "Must contain a visible file name."),
         ({"tags": ["ok", ""]}, "tags.1", "Each tag must be 1-64 visible characters."),
         ({"folder": "a/../b"}, "folder", "Each folder segment must be 1-128 visible"),
+        ({"folder": "/".join(["x" * 100] * 11)}, "folder", "Must be at most 1024 characters."),
     ],
 )
 def test_bad_field_is_a_validation_error_naming_it(service, written, change, field, message):
@@ -83,6 +84,17 @@ def test_payload_over_the_rpc_cap_is_refused_before_decoding(service, written, s
     with pytest.raises(PayloadTooLarge, match="over the RPC limit"):
         service.upload_file(upload_data(content=oversized))
     written.assert_nothing()
+
+
+@pytest.mark.parametrize(("size", "refused"), [(301, True), (300, False)])
+def test_rpc_cap_is_exact(service, settings, size, refused):
+    service.catalog.settings = replace(settings, rpc_max_content_bytes=300)
+    data = upload_data(pdf_bytes() + b"%" * (size - len(pdf_bytes())), name="a.pdf")
+    if refused:
+        with pytest.raises(PayloadTooLarge, match="over the RPC limit of 300 bytes"):
+            service.upload_file(data)
+    else:
+        assert service.upload_file(data)["size"] == 300
 
 
 def test_disallowed_type(service, written):
