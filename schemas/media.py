@@ -170,8 +170,11 @@ class MediaSchema(Schema):
     deleted_at = UtcDateTime(data_key="deletedAt", allow_none=True)
 
 
+_MEDIA_WITHOUT_URL = MediaSchema(exclude=("url",))
+
+
 def dump_media(media: Any, url: str | None) -> dict[str, Any]:
     """Dump a Media row; ``url`` depends on settings the row does not know, so it is passed in."""
-    result = MediaSchema(exclude=("url",)).dump(media)
+    result = _MEDIA_WITHOUT_URL.dump(media)
     result["url"] = url
     return result

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("width", sa.Integer),
         sa.Column("height", sa.Integer),
         sa.Column("folder", sa.String(1024)),
+        sa.Column("tags", sa.JSON, nullable=False),
         sa.Column("alt_text", sa.Text),
         sa.Column("caption", sa.Text),
         sa.Column("created_at", sa.DateTime, nullable=False),
@@ -71,11 +72,15 @@ def upgrade() -> None:
 
     op.create_table(
         "idempotency_keys",
+        sa.Column("kind", sa.String(16), primary_key=True),
         sa.Column("scope", sa.String(255), primary_key=True),
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("request_hash", sa.String(64), nullable=False),
         sa.Column("media_id", sa.String(36), nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    op.create_index(
+        "ix_idempotency_kind_created", "idempotency_keys", ["kind", "created_at"]
     )
 
     op.create_table(

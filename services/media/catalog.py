@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,8 +58,46 @@ UPDATABLE = {
     "caption": "caption",
 }
 
+DELIVERY_KEY_TTL = timedelta(days=1)
 DELETED = "DELETED"
 READY = "READY"
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """What identifies a creating request for replay: the caller's key, else the delivery."""
+
+    kind: str
+    scope: str
+    key: str
+    request_hash: str
+
+    @classmethod
+    def of(
+        cls, data: dict[str, Any], delivery_id: str | None, request_hash: str
+    ) -> RequestKey | None:
+        scope = data["user_id"] or ""
+        if data.get("idempotency_key"):
+            return cls("caller", scope, data["idempotency_key"], request_hash)
+        if delivery_id:
+            return cls("delivery", scope, delivery_id, request_hash)
+        return None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "caller":
+            return f"idempotencyKey {self.key!r}"
+        return f"request message {self.key!r}"
+
+    def row(self, media: Media) -> IdempotencyKey:
+        return IdempotencyKey(
+            kind=self.kind,
+            scope=self.scope,
+            key=self.key,
+            request_hash=self.request_hash,
+            media_id=media.id,
+            created_at=media.created_at,
+        )
 
 
 @dataclass
@@ -97,7 +135,10 @@ class MediaCatalog:
 
     # -- creating ---------------------------------------------------------------------------
 
-    def upload_file(self, caller: Caller, data: dict[str, Any]) -> Media:
+    def upload_file(
+        self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None
+    ) -> Media:
+        """``delivery_id`` identifies the request message: a redelivery replays the first answer."""
         self._check_acting_for(caller, data["user_id"])
         encoded: str = data.pop("content")
         check_declared_size(encoded, self.settings)
@@ -105,8 +146,8 @@ class MediaCatalog:
         checked: CheckedFile = self.offload(decode_and_check, encoded, sniffed)
         del encoded
 
-        request_hash = _request_hash(data, checked.checksum)
-        existing = self._replay(data, request_hash)
+        request = RequestKey.of(data, delivery_id, _request_hash(data, checked.checksum))
+        existing = self._replay(request)
         if existing is not None:
             return existing
 
@@ -122,13 +163,13 @@ class MediaCatalog:
             width=checked.width,
             height=checked.height,
         )
-        return self._commit_new(media, data, request_hash, written_key=key)
+        return self._commit_new(media, request, written_key=key)
 
-    def create(self, caller: Caller, data: dict[str, Any]) -> Media:
+    def create(self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None) -> Media:
         self._check_acting_for(caller, data["user_id"])
         # The key or URL names the bytes, so the request is known before storage is read.
-        request_hash = _request_hash(data, None)
-        existing = self._replay(data, request_hash)
+        request = RequestKey.of(data, delivery_id, _request_hash(data, None))
+        existing = self._replay(request)
         if existing is not None:
             return existing
         if "storage_key" in data:
@@ -136,7 +177,7 @@ class MediaCatalog:
         else:
             fields = self._describe_external_url(data)
         media = self._new_media(data, **fields)
-        return self._commit_new(media, data, request_hash, written_key=None)
+        return self._commit_new(media, request, written_key=None)
 
     def _describe_stored_object(self, key: str, declared_mime: str | None) -> dict[str, Any]:
         try:
@@ -193,34 +234,25 @@ class MediaCatalog:
             updated_at=now,
             **fields,
         )
-        media.tag_rows = [MediaTag(tag=tag) for tag in _unique(data.get("tags") or [])]
+        _set_tags(media, data.get("tags") or [])
         return media
 
     def _commit_new(
-        self, media: Media, data: dict[str, Any], request_hash: str, written_key: str | None
+        self, media: Media, request: RequestKey | None, written_key: str | None
     ) -> Media:
         """Insert row, idempotency key and event in one transaction; on failure drop our bytes."""
-        idempotency_key = data.get("idempotency_key")
         try:
             with self.sessions.begin() as session:
                 session.add(media)
-                if idempotency_key:
-                    session.add(
-                        IdempotencyKey(
-                            scope=media.user_id or "",
-                            key=idempotency_key,
-                            request_hash=request_hash,
-                            media_id=media.id,
-                            created_at=media.created_at,
-                        )
-                    )
+                if request is not None:
+                    session.add(request.row(media))
                 self._event(session, "media_created", media)
         except IntegrityError:
             self.recorded_events.clear()
             self._discard(written_key)
-            if idempotency_key:
+            if request is not None:
                 # A concurrent delivery of the same request won the race: answer as it did.
-                existing = self._replay(data, request_hash)
+                existing = self._replay(request)
                 if existing is not None:
                     return existing
             if written_key is None and media.storage_key:
@@ -243,19 +275,18 @@ class MediaCatalog:
             # The orphan sweeper removes it later; the caller must still see the first error.
             log.exception("could not delete orphaned object %s after a failed insert", key)
 
-    def _replay(self, data: dict[str, Any], request_hash: str) -> Media | None:
-        key = data.get("idempotency_key")
-        if not key:
+    def _replay(self, request: RequestKey | None) -> Media | None:
+        if request is None:
             return None
         with self.sessions() as session:
-            row = session.get(IdempotencyKey, (data["user_id"] or "", key))
+            row = session.get(IdempotencyKey, (request.kind, request.scope, request.key))
             if row is None:
                 return None
-            if row.request_hash != request_hash:
-                raise Conflict(f"idempotencyKey {key!r} was already used with a different request")
+            if row.request_hash != request.request_hash:
+                raise Conflict(f"{request.label} was already used with a different request")
             media = session.get(Media, row.media_id)
             if media is None:
-                raise NotFound(f"the media first created with idempotencyKey {key!r} is purged")
+                raise NotFound(f"the media first created with {request.label} is purged")
             return media
 
     @staticmethod
@@ -427,6 +458,17 @@ class MediaCatalog:
 
     # -- retention --------------------------------------------------------------------------
 
+    def prune_delivery_keys(self, older_than: timedelta = DELIVERY_KEY_TTL) -> int:
+        """Redeliveries come within minutes; a day of delivery keys is plenty."""
+        with self.sessions.begin() as session:
+            result = session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.kind == "delivery",
+                    IdempotencyKey.created_at < utcnow() - older_than,
+                )
+            )
+            return result.rowcount or 0
+
     def purge_expired(self, limit: int = 100) -> int:
         """Bytes first, then the row and ``media_purged``: a crash in between leaves a row whose
         bytes are gone, which the next run purges again (deleting a missing object is a no-op)."""
@@ -455,9 +497,8 @@ def _apply(media: Media, changes: dict[str, Any]) -> list[str]:
     changed: list[str] = []
     for name, value in changes.items():
         if name == "tags":
-            tags = _unique(value)
-            if tags != media.tags:
-                media.tag_rows = [MediaTag(tag=tag) for tag in tags]
+            if _unique(value) != media.tags:
+                _set_tags(media, value)
                 changed.append(UPDATABLE[name])
             continue
         attribute = "meta" if name == "metadata" else name
@@ -465,6 +506,12 @@ def _apply(media: Media, changes: dict[str, Any]) -> list[str]:
             setattr(media, attribute, value)
             changed.append(UPDATABLE[name])
     return changed
+
+
+def _set_tags(media: Media, tags: list[str]) -> None:
+    """The readable column and the indexed rows always change together."""
+    media.tags = _unique(tags)
+    media.tag_rows = [MediaTag(tag=tag) for tag in media.tags]
 
 
 def _after(previous: datetime, now: datetime | None = None) -> datetime:

@@ -7,6 +7,7 @@ from typing import Any
 from eventlet import tpool
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
+from nameko.rpc import Rpc
 from nameko.timer import Timer
 from nameko_sqlalchemy import Database
 
@@ -16,6 +17,8 @@ from services.media.database import engine_options, prepare_engine
 from services.media.models import Base
 from services.media.settings import MediaSettings
 from storage import build_storage
+
+DELIVERY_CONTEXT_KEY = "media_delivery_id"
 
 
 def offload(function: Any, *args: Any) -> Any:
@@ -68,9 +71,35 @@ class MediaEventDispatcher(EventDispatcher):
 
     def get_message_headers(self, worker_ctx: Any) -> dict[str, Any]:
         headers = super().get_message_headers(worker_ctx)
-        for key in IDENTITY_CONTEXT_KEYS:
+        for key in (*IDENTITY_CONTEXT_KEYS, DELIVERY_CONTEXT_KEY):
             headers.pop(self._get_header_name(key), None)
         return headers
+
+
+class DeliveredRpc(Rpc):
+    """nameko's ``@rpc`` that also tells the worker which request message it is handling.
+
+    The correlation id is the same on every delivery of one message, so a handler can recognise
+    a redelivery (the broker or the service died before the ack) and answer it without redoing it.
+    """
+
+    def unpack_message_headers(self, message: Any) -> dict[str, Any]:
+        data = super().unpack_message_headers(message)
+        data.pop(DELIVERY_CONTEXT_KEY, None)  # only the broker's own property counts
+        correlation_id = message.properties.get("correlation_id")
+        if correlation_id:
+            data[DELIVERY_CONTEXT_KEY] = str(correlation_id)
+        return data
+
+
+rpc = DeliveredRpc.decorator
+
+
+class DeliveryId(DependencyProvider):
+    """The correlation id of the request message being handled, if any."""
+
+    def get_dependency(self, worker_ctx: Any) -> str | None:
+        return worker_ctx.context_data.get(DELIVERY_CONTEXT_KEY)
 
 
 class ConfiguredTimer(Timer):

@@ -44,8 +44,8 @@ def max_base64_length(decoded_bytes: int) -> int:
 
 def decoded_length(encoded: str) -> int:
     """Exact decoded size of well-formed base64, known without decoding it."""
-    padding = len(encoded) - len(encoded.rstrip("="))
-    return len(encoded) // 4 * 3 - min(padding, 2)
+    padding = 2 if encoded.endswith("==") else 1 if encoded.endswith("=") else 0
+    return len(encoded) // 4 * 3 - padding
 
 
 def check_declared_size(encoded: str, settings: MediaSettings) -> None:

@@ -50,16 +50,12 @@ class Media(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
 
+    # Tags are read from this column (no second query per page) and filtered through the
+    # indexed media_tags rows; MediaCatalog writes both together.
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     tag_rows: Mapped[list[MediaTag]] = relationship(
-        back_populates="media",
-        cascade="all, delete-orphan",
-        lazy="selectin",
-        order_by="MediaTag.tag",
+        back_populates="media", cascade="all, delete-orphan", lazy="select"
     )
-
-    @property
-    def tags(self) -> list[str]:
-        return [row.tag for row in self.tag_rows]
 
     __table_args__ = (
         Index("ix_media_created", "created_at", "id"),
@@ -90,15 +86,22 @@ class MediaTag(Base):
 
 
 class IdempotencyKey(Base):
-    """First result of a request made with an ``idempotencyKey``, per owner."""
+    """First result of a creating request, per owner.
+
+    ``kind`` is ``caller`` for a caller's ``idempotencyKey`` and ``delivery`` for the AMQP
+    correlation id of the request message, so a redelivered message is answered, not redone.
+    """
 
     __tablename__ = "idempotency_keys"
 
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     scope: Mapped[str] = mapped_column(String(255), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     media_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_idempotency_kind_created", "kind", "created_at"),)
 
 
 class OutboxEvent(Base):

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nameko.rpc import rpc
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from schemas import load
@@ -21,8 +20,10 @@ from services.media.catalog import MediaCatalog, Page
 from services.media.dependencies import (
     CallerIdentity,
     Catalog,
+    DeliveryId,
     MediaEventDispatcher,
     configured_timer,
+    rpc,
 )
 from services.media.exceptions import (
     CONTRACT_ERRORS,
@@ -36,6 +37,12 @@ from storage.errors import StorageUnavailable as BackendUnavailable
 
 log = logging.getLogger(__name__)
 
+# Schemas are built once: building one costs more than loading a typical payload with it.
+UPLOAD_FILE = UploadFileSchema()
+CREATE = CreateMediaSchema()
+UPDATE = UpdateMediaSchema()
+QUERY = MediaQuerySchema()
+
 # Publishing right after commit must not hold the reply for long when the broker is away:
 # the outbox relay retries later anyway.
 QUICK_PUBLISH = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
@@ -46,6 +53,7 @@ class MediaService:
 
     catalog: MediaCatalog = Catalog()
     caller = CallerIdentity()
+    delivery_id = DeliveryId()
     dispatch = MediaEventDispatcher(retry_policy=QUICK_PUBLISH)
 
     # -- creating ---------------------------------------------------------------------------
@@ -53,13 +61,14 @@ class MediaService:
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def upload_file(self, data: Any) -> dict[str, Any]:
         with self._boundary():
-            media = self.catalog.upload_file(self.caller, load(UploadFileSchema(), data))
+            data = load(UPLOAD_FILE, data)
+            media = self.catalog.upload_file(self.caller, data, self.delivery_id)
             return self.catalog.present(media)
 
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def create(self, data: Any) -> dict[str, Any]:
         with self._boundary():
-            media = self.catalog.create(self.caller, load(CreateMediaSchema(), data))
+            media = self.catalog.create(self.caller, load(CREATE, data), self.delivery_id)
             return self.catalog.present(media)
 
     # -- reading ----------------------------------------------------------------------------
@@ -95,7 +104,7 @@ class MediaService:
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def update(self, id: Any, data: Any) -> dict[str, Any]:
         with self._boundary():
-            changes = load(UpdateMediaSchema(), data)
+            changes = load(UPDATE, data)
             media = self.catalog.update(self.caller, _text("id", id), changes)
             return self.catalog.present(media)
 
@@ -134,6 +143,7 @@ class MediaService:
             while self.catalog.purge_expired() == 100:
                 pass
             prune_published(self.catalog.sessions)
+            self.catalog.prune_delivery_keys()
 
     # -- boundary ---------------------------------------------------------------------------
 
@@ -188,7 +198,7 @@ def _text(name: str, value: Any) -> str:
 
 def _query(query: Any, **fixed: str) -> dict[str, Any]:
     """Load a find* query; the method's own arguments win over (and must agree with) the query."""
-    filters = load(MediaQuerySchema(), query, argument="query")
+    filters = load(QUERY, query, argument="query")
     for name, value in fixed.items():
         if name in filters and filters[name] != value:
             wire = {"user_id": "userId", "entity_type": "entityType", "entity_id": "entityId"}[name]

@@ -32,7 +32,13 @@ def dispatched() -> Dispatched:
 @pytest.fixture
 def service(catalog: MediaCatalog, dispatched: Dispatched) -> MediaService:
     """The real entrypoints over a real catalog, database and disk, acting for user ``u-1``."""
-    return worker_factory(MediaService, catalog=catalog, caller=Caller("u-1"), dispatch=dispatched)
+    return worker_factory(
+        MediaService,
+        catalog=catalog,
+        caller=Caller("u-1"),
+        dispatch=dispatched,
+        delivery_id=None,  # a fresh request message; tests of redelivery set one
+    )
 
 
 def act_as(service: MediaService, user_id: str | None, *roles: str) -> MediaService:

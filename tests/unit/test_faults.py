@@ -30,7 +30,9 @@ def service_without_database(storage, settings, dispatched):
         storage=storage,
         settings=settings,
     )
-    yield worker_factory(MediaService, catalog=catalog, caller=Caller("u-1"), dispatch=dispatched)
+    yield worker_factory(
+        MediaService, catalog=catalog, caller=Caller("u-1"), dispatch=dispatched, delivery_id=None
+    )
     engine.dispose()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from services.media.exceptions import Conflict, Forbidden, NotFound, ValidationError
 from services.media.ids import utcnow
-from services.media.models import Media
+from services.media.models import IdempotencyKey, Media
 from tests.files import pdf_bytes, png_bytes, upload_data
 from tests.unit.conftest import act_as
 
@@ -208,6 +208,29 @@ def test_same_upload_delivered_twice_at_once_makes_one_record(service, written, 
         "idempotency_keys": 1,
         "objects": 1,
     }
+
+
+def test_a_redelivered_request_message_is_answered_not_redone(service, written, dispatched):
+    """The broker redelivers a message whose ack was lost: no key needed to avoid a duplicate."""
+    service.delivery_id = "correlation-1"
+    first = service.upload_file(upload_data())
+    assert service.upload_file(upload_data()) == first
+    assert written.counts()["media"] == 1 and written.counts()["objects"] == 1
+    assert dispatched.types() == ["media_created"]
+    service.delivery_id = "correlation-2"
+    assert service.upload_file(upload_data())["id"] != first["id"]
+
+
+def test_delivery_keys_are_pruned_after_a_day(service, catalog, sessions):
+    service.delivery_id = "correlation-1"
+    first = service.upload_file(upload_data(idempotencyKey="mine"))
+    service.delivery_id = "correlation-2"
+    service.upload_file(upload_data(png_bytes(color="blue")))
+    with sessions.begin() as session:
+        session.execute(update(IdempotencyKey).values(created_at=utcnow() - timedelta(days=2)))
+    assert catalog.prune_delivery_keys() == 1
+    # The caller's own key stays.
+    assert service.upload_file(upload_data(idempotencyKey="mine"))["id"] == first["id"]
 
 
 @pytest.mark.parametrize("bad", [None, 42, "", "x" * 256])
