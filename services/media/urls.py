@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from services.media.ids import utcnow
 from services.media.models import Media
@@ -16,7 +16,7 @@ class UrlSigner:
     def __init__(self, settings: MediaSettings) -> None:
         self._base = settings.public_base_url
         self._key = settings.url_signing_key
-        self._key_id = settings.url_signing_key_id
+        self._quoted_key_id = quote(settings.url_signing_key_id, safe="")
         self._default_ttl = settings.private_url_ttl
 
     def for_media(self, media: Media, now: datetime | None = None) -> str:
@@ -31,12 +31,12 @@ class UrlSigner:
     def signed(self, media_id: str, expires: int, variant: str = "", download: bool = False) -> str:
         disposition = "attachment" if download else "inline"
         signature = self.signature(self._key, "GET", media_id, variant, disposition, expires)
-        params = {"expires": expires, "kid": self._key_id, "signature": signature}
+        query = f"expires={expires}&kid={self._quoted_key_id}&signature={signature}"
         if download:
-            params["download"] = 1
+            query += "&download=1"
         if variant:
-            params["variant"] = variant
-        return f"{self._base}/files/{quote(media_id)}?{urlencode(params)}"
+            query += f"&variant={quote(variant, safe='')}"
+        return f"{self._base}/files/{quote(media_id)}?{query}"
 
     @staticmethod
     def signature(

@@ -9,9 +9,10 @@ import eventlet
 import pytest
 
 from schemas import load
-from schemas.media import UploadFileSchema
+from schemas.media import MediaSchema, UploadFileSchema, dump_media
 from services.media.access import Caller
 from services.media.exceptions import Forbidden, ValidationError
+from services.media.models import Media
 from tests.files import pdf_bytes, png_bytes, upload_data
 from tests.unit.conftest import act_as
 
@@ -173,3 +174,17 @@ def test_include_deleted_is_for_admin_and_internal_calls(service):
         service.findAll({"includeDeleted": True})
     act_as(service, "boss", "admin")
     assert _ids(service.findAll({"includeDeleted": True})) == [media["id"]]
+
+
+def test_the_fast_record_dump_matches_the_schema(service, catalog):
+    """dump_media precomputes MediaSchema; both must give the same record."""
+    media = service.upload_file(
+        upload_data(metadata={"a": [1, {"b": None}]}, tags=["x"], entityType="c", entityId="1")
+    )
+    service.remove(media["id"])
+    act_as(service, None)
+    with catalog.sessions() as session:
+        row = session.get(Media, media["id"])
+    url = catalog.urls.for_media(row)
+    assert dump_media(row, url) == MediaSchema().dump(row) | {"url": url}
+    assert dump_media(row, url)["deletedAt"].endswith("Z")
