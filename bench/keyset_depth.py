@@ -11,6 +11,7 @@ Run: ``python -m bench.keyset_depth``
 from __future__ import annotations
 
 import io
+import json
 import random
 import statistics
 import tempfile
@@ -69,7 +70,7 @@ KINDS = (
 )
 COLUMNS = (
     "id, type, status, original_name, mime_type, size, checksum, storage_key, user_id, "
-    "entity_type, entity_id, is_public, metadata, width, height, folder, created_at, "
+    "entity_type, entity_id, is_public, metadata, width, height, folder, tags, created_at, "
     "updated_at, deleted_at"
 )
 
@@ -115,6 +116,7 @@ def generate_rows(rng: random.Random) -> tuple[io.StringIO, io.StringIO]:
         entity = (rng.choice(("post", "profile")), str(rng.randint(1, 5000)))
         linked = rng.random() < 0.5
         created = moment.isoformat(sep=" ")
+        chosen = sorted(rng.sample(WORDS, rng.randint(1, 2))) if number % 3 == 0 else []
         fields = [
             media_id,
             kind,
@@ -132,14 +134,14 @@ def generate_rows(rng: random.Random) -> tuple[io.StringIO, io.StringIO]:
             "640" if kind == "IMAGE" else r"\N",
             "480" if kind == "IMAGE" else r"\N",
             r"\N",
+            json.dumps(chosen),
             created,
             created,
             created if deleted else r"\N",
         ]
         media.write("\t".join(fields) + "\n")
-        if number % 3 == 0:
-            for tag in rng.sample(WORDS, rng.randint(1, 2)):
-                tags.write(f"{media_id}\t{tag}\n")
+        for tag in chosen:
+            tags.write(f"{media_id}\t{tag}\n")
     media.seek(0)
     tags.seek(0)
     return media, tags

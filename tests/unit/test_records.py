@@ -126,15 +126,19 @@ def test_remove_is_soft_idempotent_and_restorable(service, storage, dispatched):
     assert dispatched.types() == ["media_created", "media_removed", "media_restored"]
 
 
-def test_restore_after_retention_is_not_found(service, sessions, settings):
-    media = service.upload_file(upload_data())
-    service.remove(media["id"])
+def _age_past_retention(sessions, settings, media_id):
     with sessions.begin() as session:
         session.execute(
             update(Media)
-            .where(Media.id == media["id"])
-            .values(deleted_at=utcnow() - settings.retention - timedelta(minutes=1))
+            .where(Media.id == media_id)
+            .values(deleted_at=utcnow() - settings.retention - timedelta(seconds=1))
         )
+
+
+def test_restore_after_retention_is_not_found(service, sessions, settings):
+    media = service.upload_file(upload_data())
+    service.remove(media["id"])
+    _age_past_retention(sessions, settings, media["id"])
     with pytest.raises(NotFound, match="retention"):
         service.restore(media["id"])
 
@@ -146,12 +150,7 @@ def test_purge_deletes_bytes_then_row_and_reports_it(
     gone = service.upload_file(upload_data(png_bytes(color="blue")))
     service.remove(kept["id"])
     service.remove(gone["id"])
-    with sessions.begin() as session:
-        session.execute(
-            update(Media)
-            .where(Media.id == gone["id"])
-            .values(deleted_at=utcnow() - settings.retention - timedelta(seconds=1))
-        )
+    _age_past_retention(sessions, settings, gone["id"])
     service.purge_expired()
     act_as(service, None)
     remaining = service.findAll({"includeDeleted": True})["items"]
