@@ -145,6 +145,14 @@ class MediaQuerySchema(Schema):
             raise ValidationError("entityId needs entityType.", field_name="entityType")
 
 
+class UrlOptionsSchema(Schema):
+    expires_in = fields.Integer(
+        data_key="expiresIn", strict=True, validate=Range(1, 7 * 24 * 3600), load_default=3600
+    )
+    download = strict_bool(load_default=False)
+    variant = fields.String(validate=Length(1, 64))
+
+
 class MediaSchema(Schema):
     """The Media record as callers and event subscribers see it."""
 

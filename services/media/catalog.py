@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -36,7 +36,7 @@ from services.media.outbox import record_event
 from services.media.pagination import SortOrder
 from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
-from services.media.urls import UrlSigner
+from services.media.urls import Link, MediaUrls
 from storage import Storage, new_key, validate_key
 from storage.errors import InvalidKey, ObjectNotFound
 
@@ -60,6 +60,8 @@ UPDATABLE = {
 
 DELIVERY_KEY_TTL = timedelta(days=1)
 DELETED = "DELETED"
+FAILED = "FAILED"
+OWN_KEY_PREFIX = "media/"
 READY = "READY"
 
 
@@ -120,7 +122,7 @@ class MediaCatalog:
     recorded_events: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.urls = UrlSigner(self.settings)
+        self.urls = MediaUrls(self.settings, self.storage)
 
     # -- presentation -----------------------------------------------------------------------
 
@@ -300,6 +302,27 @@ class MediaCatalog:
         with self.sessions() as session:
             return self._get_visible(session, caller, media_id)
 
+    def get_url(self, caller: Caller, media_id: str, options: dict[str, Any]) -> Link:
+        with self.sessions() as session:
+            media = self._get_visible(session, caller, media_id)
+        if options.get("variant"):
+            raise NotFound(f"media {media_id!r} has no variant {options['variant']!r}")
+        return self.urls.link(
+            media, timedelta(seconds=options["expires_in"]), download=options["download"]
+        )
+
+    def servable(self, media_id: str) -> Media | None:
+        """The media whose bytes the file endpoint may stream: live, ready, stored by us."""
+        with self.sessions() as session:
+            media = session.get(Media, media_id)
+        if media is None or media.deleted_at is not None or media.status != READY:
+            return None
+        return media if media.storage_key else None
+
+    def check_database(self) -> None:
+        with self.sessions() as session:
+            session.execute(select(1))
+
     def find(self, caller: Caller, query: dict[str, Any]) -> Page:
         if query.get("include_deleted") and not caller.is_trusted:
             raise Forbidden("includeDeleted is for admin and internal calls only")
@@ -456,6 +479,81 @@ class MediaCatalog:
         media.updated_at = _after(media.updated_at, now)
         self._event(session, "media_removed", media)
 
+    # -- storage hygiene --------------------------------------------------------------------
+
+    def sweep_orphans(self, batch_size: int = 500) -> int:
+        """Delete stored objects no record owns, once they are older than the grace period.
+
+        Only keys under ``media/`` are ours (``new_key``); objects registered with ``create`` may
+        live elsewhere and are never touched. The grace period covers uploads whose bytes are
+        written but whose record is not committed yet. Safe to run in several instances: a
+        second delete of the same object is a no-op.
+        """
+        cutoff = datetime.now(UTC) - self.settings.orphan_grace
+        deleted = 0
+        batch: list[str] = []
+        for info in self.storage.iter_objects(prefix=OWN_KEY_PREFIX):
+            if info.modified_at < cutoff:
+                batch.append(info.key)
+            if len(batch) >= batch_size:
+                deleted += self._delete_unowned(batch)
+                batch = []
+        if batch:
+            deleted += self._delete_unowned(batch)
+        if deleted:
+            log.info("sweeper deleted %d stored objects that no media record owns", deleted)
+        return deleted
+
+    def _delete_unowned(self, keys: list[str]) -> int:
+        with self.sessions() as session:
+            owned = set(
+                session.scalars(select(Media.storage_key).where(Media.storage_key.in_(keys)))
+            )
+        deleted = 0
+        for key in keys:
+            if key not in owned and self.offload(self.storage.delete, key):
+                log.warning("deleted orphaned object %s (no media record owns it)", key)
+                deleted += 1
+        return deleted
+
+    def mark_missing_bytes(self, batch_size: int = 500) -> int:
+        """Mark READY records whose stored object is gone as FAILED, loudly; never delete them."""
+        cutoff = utcnow() - self.settings.orphan_grace
+        marked = 0
+        after = ""
+        while True:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(Media.id, Media.storage_key)
+                    .where(
+                        Media.status == READY,
+                        Media.storage_key.is_not(None),
+                        Media.storage_key > after,
+                        Media.created_at < cutoff,
+                    )
+                    .order_by(Media.storage_key)
+                    .limit(batch_size)
+                ).all()
+            for media_id, key in rows:
+                if not self.offload(self.storage.exists, key):
+                    marked += self._mark_failed(media_id, key)
+            if len(rows) < batch_size:
+                return marked
+            after = rows[-1].storage_key
+
+    def _mark_failed(self, media_id: str, key: str) -> int:
+        with self.sessions.begin() as session:
+            media = session.scalar(
+                select(Media).where(Media.id == media_id, Media.status == READY).with_for_update()
+            )
+            if media is None:  # changed meanwhile (deleted, or another instance marked it)
+                return 0
+            media.status = FAILED
+            media.updated_at = _after(media.updated_at)
+            self._event(session, "media_updated", media, ["status"])
+        log.error("media %s is FAILED: its stored object %s is missing", media_id, key)
+        return 1
+
     # -- retention --------------------------------------------------------------------------
 
     def prune_delivery_keys(self, older_than: timedelta = DELIVERY_KEY_TTL) -> int:
@@ -470,27 +568,42 @@ class MediaCatalog:
             return result.rowcount or 0
 
     def purge_expired(self, limit: int = 100) -> int:
-        """Bytes first, then the row and ``media_purged``: a crash in between leaves a row whose
-        bytes are gone, which the next run purges again (deleting a missing object is a no-op)."""
+        """Bytes first, then the row and ``media_purged``.
+
+        No transaction is held while bytes are deleted (on SQLite that would keep every other
+        writer waiting). Several instances may purge at once: deleting an object twice is a
+        no-op, and only the one whose conditional row delete succeeds sends the event. A crash
+        between the two steps leaves a deleted row without bytes, which the next run purges.
+        """
         cutoff = utcnow() - self.settings.retention
-        purged = 0
-        with self.sessions.begin() as session:
-            statement = (
-                select(Media)
+        with self.sessions() as session:
+            due = session.execute(
+                select(Media.id, Media.storage_key)
                 .where(Media.deleted_at.is_not(None), Media.deleted_at < cutoff)
                 .order_by(Media.deleted_at)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            for media in session.scalars(statement):
-                if media.storage_key:
-                    self.offload(self.storage.delete, media.storage_key)
-                self._event(session, "media_purged", media)
-                session.delete(media)
-                purged += 1
+            ).all()
+        purged = 0
+        for media_id, key in due:
+            if key:
+                self.offload(self.storage.delete, key)
+            purged += self._delete_purged_row(media_id, cutoff)
         if purged:
             log.info("purged %d media past their retention period", purged)
-        return purged
+        return len(due)
+
+    def _delete_purged_row(self, media_id: str, cutoff: datetime) -> int:
+        with self.sessions.begin() as session:
+            media = session.scalar(
+                select(Media)
+                .where(Media.id == media_id, Media.deleted_at < cutoff)
+                .with_for_update(skip_locked=True)
+            )
+            if media is None:  # purged by another instance, or restored meanwhile
+                return 0
+            self._event(session, "media_purged", media)
+            session.delete(media)
+        return 1
 
 
 def _apply(media: Media, changes: dict[str, Any]) -> list[str]:

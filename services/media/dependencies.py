@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from eventlet import tpool
+from kombu import Connection
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
@@ -16,7 +18,7 @@ from services.media.catalog import MediaCatalog
 from services.media.database import engine_options, prepare_engine
 from services.media.models import Base
 from services.media.settings import MediaSettings
-from storage import build_storage
+from storage import Storage, build_storage
 
 DELIVERY_CONTEXT_KEY = "media_delivery_id"
 
@@ -100,6 +102,37 @@ class DeliveryId(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> str | None:
         return worker_ctx.context_data.get(DELIVERY_CONTEXT_KEY)
+
+
+class BrokerHealth(DependencyProvider):
+    """Whether the broker accepts a new connection, for the health endpoint."""
+
+    def setup(self) -> None:
+        self.amqp_uri = self.container.config["AMQP_URI"]
+
+    def get_dependency(self, worker_ctx: Any) -> BrokerHealth:
+        return self
+
+    def check(self) -> None:
+        with Connection(self.amqp_uri, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+
+
+def chunk_reader(storage: Storage) -> Callable[[Iterator[bytes]], Iterator[bytes]]:
+    """Reads of a backend doing blocking I/O go through the thread pool, one chunk at a time."""
+    if not storage.blocking_io:
+        return lambda chunks: chunks
+
+    def off_the_hub(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            while (chunk := tpool.execute(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    return off_the_hub
 
 
 class ConfiguredTimer(Timer):

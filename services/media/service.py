@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from nameko.web.handlers import http
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from werkzeug.wrappers import Request, Response
 
 from schemas import load
 from schemas.media import (
@@ -15,13 +18,17 @@ from schemas.media import (
     MediaQuerySchema,
     UpdateMediaSchema,
     UploadFileSchema,
+    UrlOptionsSchema,
 )
+from services.media import files
 from services.media.catalog import MediaCatalog, Page
 from services.media.dependencies import (
+    BrokerHealth,
     CallerIdentity,
     Catalog,
     DeliveryId,
     MediaEventDispatcher,
+    chunk_reader,
     configured_timer,
     rpc,
 )
@@ -31,7 +38,9 @@ from services.media.exceptions import (
     StorageUnavailable,
     ValidationError,
 )
+from services.media.ids import isoformat_z
 from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
+from services.media.urls import LinkRejected
 from storage.errors import ObjectNotFound
 from storage.errors import StorageUnavailable as BackendUnavailable
 
@@ -42,6 +51,7 @@ UPLOAD_FILE = UploadFileSchema()
 CREATE = CreateMediaSchema()
 UPDATE = UpdateMediaSchema()
 QUERY = MediaQuerySchema()
+URL_OPTIONS = UrlOptionsSchema()
 
 # Publishing right after commit must not hold the reply for long when the broker is away:
 # the outbox relay retries later anyway.
@@ -53,6 +63,7 @@ class MediaService:
 
     catalog: MediaCatalog = Catalog()
     caller = CallerIdentity()
+    broker = BrokerHealth()
     delivery_id = DeliveryId()
     dispatch = MediaEventDispatcher(retry_policy=QUICK_PUBLISH)
 
@@ -119,6 +130,14 @@ class MediaService:
             return self.catalog.present(self.catalog.restore(self.caller, _text("id", id)))
 
     @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def getUrl(self, id: Any, options: Any = None) -> dict[str, Any]:
+        with self._boundary():
+            link = self.catalog.get_url(
+                self.caller, _text("id", id), load(URL_OPTIONS, options, argument="options")
+            )
+            return {"url": link.url, "expiresAt": isoformat_z(link.expires_at)}
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
     def removeByEntity(self, entityType: Any, entityId: Any) -> dict[str, int]:
         with self._boundary():
             removed = self.catalog.remove_by_entity(
@@ -126,7 +145,76 @@ class MediaService:
             )
             return {"removed": removed}
 
+    # -- HTTP -------------------------------------------------------------------------------
+
+    @http("GET", "/files/<string:media_id>")
+    def download_file(self, request: Request, media_id: str) -> Response:
+        """Stream a file: public media as is, private media with a valid signed link."""
+        try:
+            media = self.catalog.servable(media_id)
+            if media is None:
+                return files.error(404, "no such file")
+            download = request.args.get("download") in ("1", "true")
+            signed_until = None
+            if not media.is_public:
+                try:
+                    self.catalog.urls.verify(
+                        media,
+                        expires=request.args.get("expires"),
+                        key_id=request.args.get("kid"),
+                        signature=request.args.get("signature"),
+                        download=download,
+                        variant=request.args.get("variant", ""),
+                    )
+                except LinkRejected as exc:
+                    # Unsigned requests learn nothing about whether a private id exists.
+                    if "signature" not in request.args:
+                        return files.error(404, "no such file")
+                    return files.error(403, str(exc))
+                signed_until = int(request.args["expires"])
+            return files.file_response(
+                request,
+                media,
+                self.catalog.storage,
+                download=download,
+                signed_until=signed_until,
+                read=chunk_reader(self.catalog.storage),
+            )
+        except Exception:
+            log.exception("file endpoint failed for %s", media_id)
+            return files.error(503, "the file cannot be served right now")
+
+    @http("GET", "/health")
+    def health(self, request: Request) -> Response:
+        """200 when database, broker and storage are all reachable, 503 otherwise."""
+        checks = {
+            "database": self.catalog.check_database,
+            "broker": self.broker.check,
+            "storage": self.catalog.storage.check,
+        }
+        report: dict[str, Any] = {}
+        for name, check in checks.items():
+            try:
+                check()
+                report[name] = {"ok": True}
+            except Exception as exc:
+                report[name] = {"ok": False, "error": str(exc) or type(exc).__name__}
+        healthy = all(part["ok"] for part in report.values())
+        report["status"] = "ok" if healthy else "unavailable"
+        response = Response(
+            json.dumps(report), status=200 if healthy else 503, mimetype="application/json"
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return files.secure(response)
+
     # -- background jobs --------------------------------------------------------------------
+
+    @configured_timer("sweep_interval_seconds", 3600.0)
+    def sweep_storage(self) -> None:
+        """Delete bytes no record owns; flag records whose bytes are gone."""
+        with self._boundary():
+            self.catalog.sweep_orphans()
+            self.catalog.mark_missing_bytes()
 
     @configured_timer("outbox_interval_seconds", 1.0)
     def relay_outbox(self) -> None:

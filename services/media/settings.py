@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,33 @@ class TypePolicy:
 
 
 @dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    secret: bytes
+    # A previous key is still accepted until then, so links it signed keep working.
+    accepted_until: datetime | None = None
+
+
+@dataclass(frozen=True)
 class MediaSettings:
     public_base_url: str
     url_signing_key: bytes
     url_signing_key_id: str = "k1"
+    previous_signing_key: SigningKey | None = None
     retention: timedelta = timedelta(days=30)
     rpc_max_content_bytes: int = 11 * 1024 * 1024
     upload_policy: dict[MediaType, TypePolicy] = field(default_factory=dict)
     private_url_ttl: timedelta = timedelta(hours=1)
-    outbox_interval_seconds: float = 1.0
-    purge_interval_seconds: float = 300.0
+    max_url_ttl: timedelta = timedelta(days=7)
+    orphan_grace: timedelta = timedelta(hours=1)
+
+    @property
+    def signing_keys(self) -> dict[str, SigningKey]:
+        """Every key a link may be signed with, by key id."""
+        keys = {self.url_signing_key_id: SigningKey(self.url_signing_key_id, self.url_signing_key)}
+        if self.previous_signing_key is not None:
+            keys.setdefault(self.previous_signing_key.key_id, self.previous_signing_key)
+        return keys
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MediaSettings:
@@ -52,16 +69,40 @@ class MediaSettings:
             ),
             url_signing_key=_signing_key(config),
             url_signing_key_id=str(config.get("URL_SIGNING_KEY_ID") or "k1"),
+            previous_signing_key=_previous_signing_key(config),
             retention=timedelta(days=float(media.get("retention_days", 30))),
             rpc_max_content_bytes=int(media.get("rpc_max_content_bytes", 11 * 1024 * 1024)),
             upload_policy=policy,
-            outbox_interval_seconds=float(media.get("outbox_interval_seconds", 1.0)),
-            purge_interval_seconds=float(media.get("purge_interval_seconds", 300)),
+            orphan_grace=timedelta(seconds=float(media.get("orphan_grace_seconds", 3600))),
         )
 
 
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _previous_signing_key(config: dict[str, Any]) -> SigningKey | None:
+    secret = config.get("URL_SIGNING_PREVIOUS_KEY")
+    if not secret:
+        return None
+    key_id = config.get("URL_SIGNING_PREVIOUS_KEY_ID")
+    until = config.get("URL_SIGNING_PREVIOUS_KEY_UNTIL")
+    if not key_id or not until:
+        raise ConfigurationError(
+            "URL_SIGNING_PREVIOUS_KEY needs URL_SIGNING_PREVIOUS_KEY_ID and "
+            "URL_SIGNING_PREVIOUS_KEY_UNTIL (when links it signed stop working)"
+        )
+    if str(key_id) == str(config.get("URL_SIGNING_KEY_ID") or "k1"):
+        raise ConfigurationError("the previous signing key needs its own key id")
+    try:
+        accepted_until = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(
+            f"URL_SIGNING_PREVIOUS_KEY_UNTIL is not an ISO-8601 time: {until!r}"
+        ) from None
+    if accepted_until.tzinfo is None:
+        accepted_until = accepted_until.replace(tzinfo=UTC)
+    return SigningKey(str(key_id), str(secret).encode(), accepted_until)
 
 
 def _signing_key(config: dict[str, Any]) -> bytes:

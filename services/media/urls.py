@@ -1,46 +1,122 @@
-"""URLs handed to clients: stable for public media, HMAC-signed and expiring for private media."""
+"""URLs handed to clients, and the check of the signed ones when they come back.
+
+Public media have a stable URL on the service's HTTP endpoint. Private media get a link that
+expires: on S3 a presigned URL, elsewhere a URL on the service's own endpoint carrying the expiry,
+a key id and an HMAC-SHA256 over method, id, variant, disposition and expiry.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from services.media.ids import utcnow
 from services.media.models import Media
+from services.media.serving import content_disposition, content_type, disposition_kind
 from services.media.settings import MediaSettings
+from storage import Storage
 
 
-class UrlSigner:
-    def __init__(self, settings: MediaSettings) -> None:
+class LinkRejected(Exception):
+    """A signed link that is malformed, tampered with, signed by an unknown key, or expired."""
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    expires_at: datetime | None  # naive UTC; None for links that do not expire
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.replace(tzinfo=UTC).timestamp())
+
+
+class MediaUrls:
+    def __init__(self, settings: MediaSettings, storage: Storage) -> None:
+        self._settings = settings
+        self._storage = storage
         self._base = settings.public_base_url
-        self._key = settings.url_signing_key
+        self._key_id = settings.url_signing_key_id
         self._quoted_key_id = quote(settings.url_signing_key_id, safe="")
-        self._default_ttl = settings.private_url_ttl
 
     def for_media(self, media: Media, now: datetime | None = None) -> str:
+        """The ``url`` of a record."""
         if media.external_url:
             return media.external_url
-        path = f"{self._base}/files/{quote(media.id)}"
         if media.is_public:
-            return path
-        expires = int(((now or utcnow()) + self._default_ttl).replace(tzinfo=UTC).timestamp())
-        return self.signed(media.id, expires)
+            return self.public(media.id)
+        return self.link(media, self._settings.private_url_ttl, now=now).url
 
-    def signed(self, media_id: str, expires: int, variant: str = "", download: bool = False) -> str:
-        disposition = "attachment" if download else "inline"
-        signature = self.signature(self._key, "GET", media_id, variant, disposition, expires)
+    def public(self, media_id: str) -> str:
+        return f"{self._base}/files/{quote(media_id, safe='')}"
+
+    def link(
+        self,
+        media: Media,
+        expires_in: timedelta,
+        *,
+        download: bool = False,
+        variant: str = "",
+        now: datetime | None = None,
+    ) -> Link:
+        """A time-limited link to the bytes, whatever the media's visibility."""
+        if media.external_url:
+            return Link(media.external_url, None)
+        expires_at = (now or utcnow()) + expires_in
+        if media.storage_key and not variant:
+            presigned = self._storage.presigned_get_url(
+                media.storage_key,
+                int(expires_in.total_seconds()),
+                content_type=content_type(media.mime_type),
+                disposition=content_disposition(media.original_name, media.mime_type, download),
+            )
+            if presigned:
+                return Link(presigned, expires_at)
+        expires = _epoch(expires_at)
+        kind = disposition_kind(media.mime_type, download)
+        signature = sign(self._settings.url_signing_key, media.id, variant, kind, expires)
         query = f"expires={expires}&kid={self._quoted_key_id}&signature={signature}"
         if download:
             query += "&download=1"
         if variant:
             query += f"&variant={quote(variant, safe='')}"
-        return f"{self._base}/files/{quote(media_id)}?{query}"
+        return Link(f"{self.public(media.id)}?{query}", expires_at)
 
-    @staticmethod
-    def signature(
-        key: bytes, method: str, media_id: str, variant: str, disposition: str, expires: int
-    ) -> str:
-        message = "\n".join([method, media_id, variant, disposition, str(expires)]).encode()
-        return hmac.new(key, message, hashlib.sha256).hexdigest()
+    def verify(
+        self,
+        media: Media,
+        *,
+        expires: str | None,
+        key_id: str | None,
+        signature: str | None,
+        download: bool,
+        variant: str = "",
+        now: datetime | None = None,
+    ) -> None:
+        """Raise :class:`LinkRejected` unless the link was signed by us for exactly this."""
+        if not expires or not key_id or not signature:
+            raise LinkRejected("the link is not signed")
+        try:
+            expires_at = int(expires)
+        except ValueError:
+            raise LinkRejected("the link's expiry is not a number") from None
+        now_epoch = _epoch(now or utcnow())
+        key = self._settings.signing_keys.get(key_id)
+        if key is None:
+            raise LinkRejected("the link was signed with an unknown key")
+        if key.accepted_until is not None and now_epoch > key.accepted_until.timestamp():
+            raise LinkRejected("the link was signed with a retired key")
+        kind = disposition_kind(media.mime_type, download)
+        expected = sign(key.secret, media.id, variant, kind, expires_at)
+        if not hmac.compare_digest(expected, signature):
+            raise LinkRejected("the link's signature does not match")
+        if now_epoch > expires_at:
+            raise LinkRejected("the link has expired")
+
+
+def sign(secret: bytes, media_id: str, variant: str, disposition: str, expires: int) -> str:
+    message = "\n".join(["GET", media_id, variant, disposition, str(expires)]).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -97,7 +98,21 @@ def service_config(
     config["DB_URIS"] = {"media:Base": database_url}
     config["STORAGE_ROOT"] = str(tmp_path / "storage")
     config["MEDIA"]["outbox_interval_seconds"] = 0.2
+    port = free_port()
+    config["WEB_SERVER_ADDRESS"] = f"127.0.0.1:{port}"
+    config["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
     return config
+
+
+@pytest.fixture
+def storage_root_for() -> Callable[[dict[str, Any]], Path]:
+    return lambda config: Path(config["STORAGE_ROOT"])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -68,3 +68,38 @@ def test_access_rules():
     assert Caller().is_trusted and Caller("a", frozenset({"admin"})).is_trusted
     assert not Caller("a").is_trusted
     assert Caller("a").owns("a") and not Caller("a").owns("b")
+
+
+def test_previous_signing_key(tmp_path, monkeypatch):
+    config = load_config(
+        URL_SIGNING_KEY="new",
+        URL_SIGNING_KEY_ID="k2",
+        URL_SIGNING_PREVIOUS_KEY="old",
+        URL_SIGNING_PREVIOUS_KEY_ID="k1",
+        URL_SIGNING_PREVIOUS_KEY_UNTIL="2026-11-28T00:00:00Z",
+    )
+    keys = MediaSettings.from_config(config).signing_keys
+    assert keys["k2"].secret == b"new" and keys["k2"].accepted_until is None
+    assert keys["k1"].secret == b"old"
+    assert keys["k1"].accepted_until.isoformat() == "2026-11-28T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"URL_SIGNING_PREVIOUS_KEY_ID": "k0"}, "URL_SIGNING_PREVIOUS_KEY_UNTIL"),
+        ({"URL_SIGNING_PREVIOUS_KEY_UNTIL": "2026-11-28"}, "URL_SIGNING_PREVIOUS_KEY_ID"),
+        (
+            {"URL_SIGNING_PREVIOUS_KEY_ID": "k1", "URL_SIGNING_PREVIOUS_KEY_UNTIL": "2026-11-28"},
+            "its own key id",
+        ),
+        (
+            {"URL_SIGNING_PREVIOUS_KEY_ID": "k0", "URL_SIGNING_PREVIOUS_KEY_UNTIL": "next week"},
+            "not an ISO-8601 time",
+        ),
+    ],
+)
+def test_previous_signing_key_misconfigured(env, message):
+    config = load_config(URL_SIGNING_KEY="new", URL_SIGNING_PREVIOUS_KEY="old", **env)
+    with pytest.raises(ConfigurationError, match=message):
+        MediaSettings.from_config(config)

@@ -1,49 +1,133 @@
-"""URLs in records: stable for public media, signed and expiring for private media."""
+"""URLs in records and from getUrl, and the check of signed links (key rotation included)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from services.media.models import Media
-from services.media.urls import UrlSigner
+from services.media.settings import SigningKey
+from services.media.urls import LinkRejected, MediaUrls
 
 NOW = datetime(2026, 11, 21, 10, 0, 0)
 
 
 def _media(**fields):
-    return Media(id="0193-abc", is_public=False, external_url=None, **fields)
+    values = {
+        "id": "0193-abc",
+        "is_public": False,
+        "external_url": None,
+        "storage_key": "media/x",
+        "mime_type": "image/png",
+        "original_name": "cat.png",
+    }
+    return Media(**(values | fields))
 
 
-def test_public_media_have_a_stable_url(settings):
-    url = UrlSigner(settings).for_media(Media(id="m1", is_public=True))
+def _query(url):
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+def _verify(urls, media, url, now=NOW, **changes):
+    query = _query(url) | changes
+    urls.verify(
+        media,
+        expires=query.get("expires"),
+        key_id=query.get("kid"),
+        signature=query.get("signature"),
+        download=query.get("download") == "1",
+        variant=query.get("variant", ""),
+        now=now,
+    )
+
+
+def test_public_media_have_a_stable_url(settings, storage):
+    url = MediaUrls(settings, storage).for_media(_media(id="m1", is_public=True))
     assert url == "http://localhost:8000/files/m1"
 
 
-def test_private_media_have_a_signed_expiring_url(settings):
-    url = UrlSigner(settings).for_media(_media(), now=NOW)
-    parts = urlsplit(url)
-    assert parts.path == "/files/0193-abc"
-    query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+def test_private_media_have_a_signed_expiring_url(settings, storage):
+    url = MediaUrls(settings, storage).for_media(_media(), now=NOW)
+    assert urlsplit(url).path == "/files/0193-abc"
+    query = _query(url)
     expires = int(NOW.replace(tzinfo=UTC).timestamp()) + 3600
     assert query["expires"] == str(expires)
     assert query["kid"] == settings.url_signing_key_id
     message = f"GET\n0193-abc\n\ninline\n{expires}".encode()
-    assert (
-        query["signature"]
-        == hmac.new(settings.url_signing_key, message, hashlib.sha256).hexdigest()
+    expected = hmac.new(settings.url_signing_key, message, hashlib.sha256).hexdigest()
+    assert query["signature"] == expected
+
+
+def test_external_media_keep_their_url(settings, storage):
+    media = _media(external_url="https://cdn.example.com/a.mp4", storage_key=None)
+    assert MediaUrls(settings, storage).for_media(media) == "https://cdn.example.com/a.mp4"
+
+
+def test_a_signed_link_verifies_until_it_expires(settings, storage):
+    urls = MediaUrls(settings, storage)
+    media = _media()
+    link = urls.link(media, timedelta(seconds=60), now=NOW)
+    assert link.expires_at == NOW + timedelta(seconds=60)
+    _verify(urls, media, link.url)
+    _verify(urls, media, link.url, now=NOW + timedelta(seconds=60))
+    with pytest.raises(LinkRejected, match="expired"):
+        _verify(urls, media, link.url, now=NOW + timedelta(seconds=61))
+
+
+def test_any_change_to_a_link_breaks_it(settings, storage):
+    urls = MediaUrls(settings, storage)
+    media = _media()
+    url = urls.link(media, timedelta(hours=1), now=NOW).url
+    query = _query(url)
+    flipped = query["signature"][:-1] + ("0" if query["signature"][-1] != "0" else "1")
+    for changes, reason in [
+        ({"signature": flipped}, "does not match"),
+        ({"expires": str(int(query["expires"]) + 1)}, "does not match"),
+        ({"download": "1"}, "does not match"),
+        ({"variant": "thumbnail"}, "does not match"),
+        ({"kid": "k9"}, "unknown key"),
+        ({"expires": "soon"}, "not a number"),
+        ({"signature": None}, "not signed"),
+    ]:
+        with pytest.raises(LinkRejected, match=reason):
+            _verify(urls, media, url, **changes)
+    with pytest.raises(LinkRejected, match="does not match"):
+        _verify(urls, _media(id="0193-abd"), url)
+
+
+def test_download_links_are_attachments(settings, storage):
+    urls = MediaUrls(settings, storage)
+    media = _media()
+    url = urls.link(media, timedelta(hours=1), download=True, now=NOW).url
+    assert _query(url)["download"] == "1"
+    _verify(urls, media, url)
+
+
+def test_a_rotated_key_is_accepted_until_its_grace_ends(settings, storage):
+    old = MediaUrls(settings, storage)
+    media = _media()
+    url = old.link(media, timedelta(days=7), now=NOW).url
+    rotated = replace(
+        settings,
+        url_signing_key=b"a-brand-new-key",
+        url_signing_key_id="k2",
+        previous_signing_key=SigningKey(
+            settings.url_signing_key_id,
+            settings.url_signing_key,
+            accepted_until=(NOW + timedelta(days=7)).replace(tzinfo=UTC),
+        ),
     )
-
-
-def test_external_media_keep_their_url(settings):
-    media = Media(id="m1", is_public=False, external_url="https://cdn.example.com/a.mp4")
-    assert UrlSigner(settings).for_media(media) == "https://cdn.example.com/a.mp4"
-
-
-def test_download_and_variant_are_part_of_the_link(settings):
-    signer = UrlSigner(settings)
-    url = signer.signed("m1", 1800000000, variant="thumb nail", download=True)
-    assert url.endswith("&download=1&variant=thumb%20nail")
-    assert signer.signed("m1", 1800000000) != signer.signed("m1", 1800000000, download=True)
+    urls = MediaUrls(rotated, storage)
+    _verify(urls, media, url, now=NOW + timedelta(days=1))
+    with pytest.raises(LinkRejected, match="retired key"):
+        _verify(urls, media, url, now=NOW + timedelta(days=7, seconds=1))
+    new_url = urls.link(media, timedelta(hours=1), now=NOW).url
+    assert _query(new_url)["kid"] == "k2"
+    _verify(urls, media, new_url)
+    with pytest.raises(LinkRejected, match="unknown key"):
+        _verify(old, media, new_url)
