@@ -82,6 +82,9 @@ class Storage(ABC):
     """A place to keep immutable blobs under string keys."""
 
     name: str
+    # True where reads and writes block the calling thread (files): callers on an event loop
+    # then run them in a thread pool. Network backends on green sockets say False.
+    blocking_io: bool = True
 
     @abstractmethod
     def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> StoredObject:
@@ -134,3 +137,11 @@ class Storage(ABC):
     @abstractmethod
     def check(self) -> None:
         """Raise :class:`StorageUnavailable` if the backend cannot be used (health check)."""
+
+    def presigned_get_url(
+        self, key: str, expires_in: int, *, content_type: str, disposition: str
+    ) -> str | None:
+        """A URL that serves the object directly for ``expires_in`` seconds, answering with
+        ``content_type`` and ``disposition``; None where the backend cannot presign (the
+        service then signs a URL to its own endpoint)."""
+        return None
