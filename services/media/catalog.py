@@ -124,6 +124,13 @@ class MediaCatalog:
     def __post_init__(self) -> None:
         self.urls = MediaUrls(self.settings, self.storage)
 
+    def _storage_io(self, function: Callable[..., T], *args: Any) -> T:
+        """Blocking backends (files) go through the thread pool; network ones on green sockets
+        run here, where waiting costs the event loop nothing."""
+        if self.storage.blocking_io:
+            return self.offload(function, *args)
+        return function(*args)
+
     # -- presentation -----------------------------------------------------------------------
 
     def present(self, media: Media) -> dict[str, Any]:
@@ -154,7 +161,7 @@ class MediaCatalog:
             return existing
 
         key = new_key()
-        stored = self.offload(self.storage.put, key, [checked.data], sniffed.mime_type)
+        stored = self._storage_io(self.storage.put, key, [checked.data], sniffed.mime_type)
         media = self._new_media(
             data,
             storage_key=key,
@@ -192,7 +199,7 @@ class MediaCatalog:
             raise ValidationError.for_field("storageKey", "The stored object is empty.")
         sniffed = sniff(head)
         check_policy(sniffed, info.size, declared_mime, self.settings)
-        checksum = self.offload(_checksum_of, self.storage, key)
+        checksum = self._storage_io(_checksum_of, self.storage, key)
         with self.sessions() as session:
             if session.scalar(select(Media.id).where(Media.storage_key == key)):
                 raise Conflict(f"the object {key!r} already belongs to a media record")
@@ -272,7 +279,7 @@ class MediaCatalog:
         if key is None:
             return
         try:
-            self.offload(self.storage.delete, key)
+            self._storage_io(self.storage.delete, key)
         except Exception:
             # The orphan sweeper removes it later; the caller must still see the first error.
             log.exception("could not delete orphaned object %s after a failed insert", key)
@@ -511,7 +518,7 @@ class MediaCatalog:
             )
         deleted = 0
         for key in keys:
-            if key not in owned and self.offload(self.storage.delete, key):
+            if key not in owned and self._storage_io(self.storage.delete, key):
                 log.warning("deleted orphaned object %s (no media record owns it)", key)
                 deleted += 1
         return deleted
@@ -535,7 +542,7 @@ class MediaCatalog:
                     .limit(batch_size)
                 ).all()
             for media_id, key in rows:
-                if not self.offload(self.storage.exists, key):
+                if not self._storage_io(self.storage.exists, key):
                     marked += self._mark_failed(media_id, key)
             if len(rows) < batch_size:
                 return marked
@@ -586,7 +593,7 @@ class MediaCatalog:
         purged = 0
         for media_id, key in due:
             if key:
-                self.offload(self.storage.delete, key)
+                self._storage_io(self.storage.delete, key)
             purged += self._delete_purged_row(media_id, cutoff)
         if purged:
             log.info("purged %d media past their retention period", purged)
