@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from storage.errors import InvalidKey, ObjectNotFound
 
 MAX_KEY_LENGTH = 512
+# Every key new_key makes starts with this: what lies elsewhere was not written by the service.
+GENERATED_KEY_PREFIX = "media/"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,511}")
@@ -46,7 +48,7 @@ def new_key(now: datetime | None = None) -> str:
         now = datetime.now(UTC)
     elif now.tzinfo is not None:
         now = now.astimezone(UTC)
-    return f"media/{now:%Y/%m/%d}/{uuid.uuid4().hex}"
+    return f"{GENERATED_KEY_PREFIX}{now:%Y/%m/%d}/{uuid.uuid4().hex}"
 
 
 def validate_key(key: str) -> str:

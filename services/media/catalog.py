@@ -38,6 +38,7 @@ from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
 from storage import Storage, new_key, validate_key
+from storage.base import GENERATED_KEY_PREFIX
 from storage.errors import InvalidKey, ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ UPDATABLE = {
 DELIVERY_KEY_TTL = timedelta(days=1)
 DELETED = "DELETED"
 FAILED = "FAILED"
-OWN_KEY_PREFIX = "media/"
 READY = "READY"
 
 
@@ -499,7 +499,7 @@ class MediaCatalog:
         cutoff = datetime.now(UTC) - self.settings.orphan_grace
         deleted = 0
         batch: list[str] = []
-        for info in self.storage.iter_objects(prefix=OWN_KEY_PREFIX):
+        for info in self.storage.iter_objects(prefix=GENERATED_KEY_PREFIX):
             if info.modified_at < cutoff:
                 batch.append(info.key)
             if len(batch) >= batch_size:
