@@ -376,10 +376,11 @@ class Stack:
     storage_root: Path
     database_url: str
     signing_key: str
+    media_pid: int
 
 
 @contextlib.contextmanager
-def media_stack() -> Iterator[Stack]:
+def media_stack(extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
     """Start ``media`` (SQLite, local storage, fresh vhost) and ``bench_noop`` as subprocesses.
 
     Everything (processes, vhost, database file, stored bytes) is gone after the ``with``.
@@ -400,6 +401,7 @@ def media_stack() -> Iterator[Stack]:
                 "MEDIA_DEV_MODE": "true",
                 # With a key given, dev mode does not write var/dev-url-signing-key in the repo.
                 "URL_SIGNING_KEY": signing_key,
+                **(extra_env or {}),
             }
             config = {"AMQP_URI": amqp_uri, "serializer": "json"}
             try:
@@ -411,7 +413,15 @@ def media_stack() -> Iterator[Stack]:
                     process = start_nameko(module, env, log_path)
                     processes.append(process)
                     wait_for_rpc(config, name, *probe, process=process, log_path=log_path)
-                yield Stack(config, env, workdir, storage_root, database_url, signing_key)
+                yield Stack(
+                    config,
+                    env,
+                    workdir,
+                    storage_root,
+                    database_url,
+                    signing_key,
+                    media_pid=processes[0].pid,
+                )
             finally:
                 # Before the vhost goes, or the services log connection errors while stopping.
                 for process in reversed(processes):

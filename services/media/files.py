@@ -18,7 +18,7 @@ from services.media.serving import (
 )
 from storage import Storage
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 PUBLIC_CACHE = "public, max-age=604800"
 # Every response, errors included: no sniffing, and nothing served here may run script.
 SAFE_HEADERS = {
