@@ -249,3 +249,19 @@ def test_health(rpc, service_config):
         "broker": True,
         "storage": True,
     }
+
+
+def test_health_is_503_when_a_part_is_down(rpc, service_config, storage_root_for):
+    root = storage_root_for(service_config)
+    root.mkdir(parents=True, exist_ok=True)
+    moved = root.with_name("storage-away")
+    root.rename(moved)
+    try:
+        response = _get(f"{service_config['PUBLIC_BASE_URL']}/health")
+    finally:
+        moved.rename(root)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["storage"]["ok"] is False and body["storage"]["error"]
+    assert body["database"] == {"ok": True} and body["broker"] == {"ok": True}
