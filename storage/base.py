@@ -51,6 +51,16 @@ def new_key(now: datetime | None = None) -> str:
     return f"{GENERATED_KEY_PREFIX}{now:%Y/%m/%d}/{uuid.uuid4().hex}"
 
 
+def check_range(start: int, end: int | None, chunk_size: int) -> None:
+    """The arguments of :meth:`Storage.iter_chunks`, checked the same way by every backend."""
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if end is not None and end < start:
+        raise ValueError(f"end must be >= start, got start={start}, end={end}")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged if it is a safe object key, else raise :class:`InvalidKey`."""
     if not isinstance(key, str):

@@ -11,7 +11,14 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-from storage.base import DEFAULT_CHUNK_SIZE, ObjectInfo, Storage, StoredObject, validate_key
+from storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    ObjectInfo,
+    Storage,
+    StoredObject,
+    check_range,
+    validate_key,
+)
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 
 TMP_PREFIX = ".tmp-"
@@ -123,12 +130,7 @@ class LocalStorage(Storage):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> Iterator[bytes]:
         """Stream bytes ``[start, end)``; a missing object raises here, not on the first chunk."""
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        if end is not None and end < start:
-            raise ValueError(f"end must be >= start, got start={start}, end={end}")
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+        check_range(start, end, chunk_size)
         path = self._path(key)
         # Checked eagerly so callers can answer 404 before they start a response; the file is
         # opened lazily so an iterator that is never consumed holds no descriptor.

@@ -29,6 +29,7 @@ from storage.base import (
     ObjectInfo,
     Storage,
     StoredObject,
+    check_range,
     validate_key,
 )
 from storage.errors import InvalidKey, ObjectNotFound, StorageUnavailable
@@ -201,12 +202,7 @@ class S3Storage(Storage):
         from the one version that existed at the call even if the key is replaced meanwhile.
         The response is closed when the iterator is exhausted, closed or garbage collected.
         """
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        if end is not None and end < start:
-            raise ValueError(f"end must be >= start, got start={start}, end={end}")
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+        check_range(start, end, chunk_size)
         validate_key(key)
         if end == start:
             self.head(key)  # no Range can ask for zero bytes; the existence check still holds
