@@ -180,6 +180,9 @@ class MediaService:
                 signed_until=signed_until,
                 read=chunk_reader(self.catalog.storage),
             )
+        except ObjectNotFound:
+            log.error("media %s is READY but its stored object is missing", media_id)
+            return files.error(404, "no such file")
         except Exception:
             log.exception("file endpoint failed for %s", media_id)
             return files.error(503, "the file cannot be served right now")

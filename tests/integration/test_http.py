@@ -265,3 +265,16 @@ def test_health_is_503_when_a_part_is_down(rpc, service_config, storage_root_for
     assert body["status"] == "unavailable"
     assert body["storage"]["ok"] is False and body["storage"]["error"]
     assert body["database"] == {"ok": True} and body["broker"] == {"ok": True}
+
+
+def test_bytes_missing_behind_a_ready_record_is_404_not_an_error_page(
+    rpc, png, storage_root_for, service_config
+):
+    record, _ = png
+    with rpc(user_id="u-1") as media:
+        url = media.getUrl(record["id"])["url"]
+    for path in storage_root_for(service_config).rglob("*"):
+        if path.is_file():
+            path.unlink()
+    response = _get(url)
+    assert response.status_code == 404
