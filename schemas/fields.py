@@ -143,9 +143,20 @@ class Metadata(fields.Dict):
         return result
 
 
+class StrictBoolean(fields.Boolean):
+    """Only real JSON booleans: "yes" or 1 for a boolean is more likely a bug than intent.
+
+    (``truthy={True}`` alone is not enough: ``1 == True`` in Python.)
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 def strict_bool(**kwargs: Any) -> fields.Boolean:
-    """Only real JSON booleans: "yes" or 1 for a boolean is more likely a bug than intent."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+    return StrictBoolean(**kwargs)
 
 
 __all__ = [

@@ -7,7 +7,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from storage.errors import InvalidKey, ObjectNotFound
 
@@ -145,6 +145,11 @@ class Storage(ABC):
 
         Never lists the temporary data of writes still in flight.
         """
+
+    def abort_incomplete_uploads(self, older_than: timedelta) -> int:
+        """Discard partial uploads older than ``older_than``; returns how many. Backends whose
+        writes leave nothing behind when interrupted have none."""
+        return 0
 
     @abstractmethod
     def check(self) -> None:

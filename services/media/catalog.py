@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -62,6 +63,9 @@ UPDATABLE = {
 DELIVERY_KEY_TTL = timedelta(days=1)
 DELETED = "DELETED"
 FAILED = "FAILED"
+# A batch this big that is entirely missing means the store is misconfigured, not emptied.
+SUSPICIOUS_BATCH = 20
+STALE_UPLOAD_AGE = timedelta(days=1)
 READY = "READY"
 
 
@@ -498,18 +502,21 @@ class MediaCatalog:
         """
         cutoff = datetime.now(UTC) - self.settings.orphan_grace
         deleted = 0
-        batch: list[str] = []
-        for info in self.storage.iter_objects(prefix=GENERATED_KEY_PREFIX):
-            if info.modified_at < cutoff:
-                batch.append(info.key)
-            if len(batch) >= batch_size:
-                deleted += self._delete_unowned(batch)
-                batch = []
-        if batch:
-            deleted += self._delete_unowned(batch)
+        listing = self._storage_io(self.storage.iter_objects, GENERATED_KEY_PREFIX)
+        while batch := self._storage_io(_take, listing, batch_size):
+            old = [info.key for info in batch if info.modified_at < cutoff]
+            if old:
+                deleted += self._delete_unowned(old)
         if deleted:
             log.info("sweeper deleted %d stored objects that no media record owns", deleted)
         return deleted
+
+    def abort_stale_uploads(self) -> int:
+        """Partial multipart uploads of writers that died (S3); nothing on local disk."""
+        aborted = self._storage_io(self.storage.abort_incomplete_uploads, STALE_UPLOAD_AGE)
+        if aborted:
+            log.info("aborted %d incomplete uploads older than %s", aborted, STALE_UPLOAD_AGE)
+        return aborted
 
     def _delete_unowned(self, keys: list[str]) -> int:
         with self.sessions() as session:
@@ -541,9 +548,23 @@ class MediaCatalog:
                     .order_by(Media.storage_key)
                     .limit(batch_size)
                 ).all()
-            for media_id, key in rows:
-                if not self._storage_io(self.storage.exists, key):
-                    marked += self._mark_failed(media_id, key)
+            missing = [
+                (media_id, key)
+                for media_id, key in rows
+                if not self._storage_io(self.storage.exists, key)
+            ]
+            if len(rows) >= SUSPICIOUS_BATCH and len(missing) == len(rows):
+                # Every object gone at once is an unmounted volume or a wrong bucket far more
+                # often than real loss: marking thousands of records FAILED would be the bug.
+                log.error(
+                    "not marking media FAILED: all %d objects checked are missing from %s "
+                    "storage; check that the right volume or bucket is configured",
+                    len(rows),
+                    self.storage.name,
+                )
+                return marked
+            for media_id, key in missing:
+                marked += self._mark_failed(media_id, key)
             if len(rows) < batch_size:
                 return marked
             after = rows[-1].storage_key
@@ -626,6 +647,10 @@ def _apply(media: Media, changes: dict[str, Any]) -> list[str]:
             setattr(media, attribute, value)
             changed.append(UPDATABLE[name])
     return changed
+
+
+def _take(iterator: Iterator[T], count: int) -> list[T]:
+    return list(islice(iterator, count))
 
 
 def _set_tags(media: Media, tags: list[str]) -> None:

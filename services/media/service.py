@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nameko.web.handlers import http
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.wrappers import Request, Response
 
@@ -30,6 +29,7 @@ from services.media.dependencies import (
     MediaEventDispatcher,
     chunk_reader,
     configured_timer,
+    http,
     rpc,
 )
 from services.media.exceptions import (
@@ -208,7 +208,7 @@ class MediaService:
             json.dumps(report), status=200 if healthy else 503, mimetype="application/json"
         )
         response.headers["Cache-Control"] = "no-store"
-        return files.secure(response)
+        return response
 
     # -- background jobs --------------------------------------------------------------------
 
@@ -218,6 +218,7 @@ class MediaService:
         with self._boundary():
             self.catalog.sweep_orphans()
             self.catalog.mark_missing_bytes()
+            self.catalog.abort_stale_uploads()
 
     @configured_timer("outbox_interval_seconds", 1.0)
     def relay_outbox(self) -> None:

@@ -115,6 +115,8 @@ class MediaUrls:
             raise LinkRejected("the link's signature does not match")
         if now_epoch > expires_at:
             raise LinkRejected("the link has expired")
+        if expires_at - now_epoch > self._settings.max_url_ttl.total_seconds():
+            raise LinkRejected("the link claims a lifetime longer than links may have")
 
 
 def sign(secret: bytes, media_id: str, variant: str, disposition: str, expires: int) -> str:

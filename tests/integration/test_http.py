@@ -278,3 +278,27 @@ def test_bytes_missing_behind_a_ready_record_is_404_not_an_error_page(
             path.unlink()
     response = _get(url)
     assert response.status_code == 404
+
+
+def test_the_servers_own_answers_carry_the_safe_headers_too(rpc, service_config):
+    base = service_config["PUBLIC_BASE_URL"]
+    assert _get(f"{base}/files/a/b").status_code == 404
+    assert _get(f"{base}/nothing-here").status_code == 404
+    response = requests.post(f"{base}/health", timeout=10)
+    assert response.status_code == 405
+    assert response.headers[NOSNIFF[0]] == NOSNIFF[1]
+
+
+def test_last_modified_and_if_modified_since(rpc, png):
+    record, _ = png
+    with rpc(user_id="u-1") as media:
+        url = media.getUrl(record["id"])["url"]
+    last_modified = _get(url).headers["Last-Modified"]
+    assert last_modified.endswith(" GMT")
+    assert _get(url, headers={"If-Modified-Since": last_modified}).status_code == 304
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert _get(url, headers={"If-Modified-Since": old}).status_code == 200
+    assert _get(url, headers={"If-None-Match": "*"}).status_code == 304
+    # If-None-Match decides when both are sent.
+    both = {"If-None-Match": '"other"', "If-Modified-Since": last_modified}
+    assert _get(url, headers=both).status_code == 200

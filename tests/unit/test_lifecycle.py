@@ -116,3 +116,19 @@ def test_two_purges_at_once_delete_each_object_once(sessions, storage_root, sett
     assert purged.count("media_purged") == 6
     act_as(uploader, None)
     assert uploader.findAll({"includeDeleted": True})["items"] == []
+
+
+def test_a_store_that_looks_empty_is_not_taken_for_lost_bytes(
+    service, storage, storage_root, sessions, dispatched, caplog
+):
+    """An unmounted volume or a wrong bucket must not turn every record FAILED."""
+    ids = [service.upload_file(upload_data(png_bytes(color=f"#{i:06x}")))["id"] for i in range(25)]
+    with sessions.begin() as session:
+        session.execute(update(Media).values(created_at=utcnow() - timedelta(hours=2)))
+    for info in list(storage.iter_objects()):
+        storage.delete(info.key)
+    with caplog.at_level(logging.ERROR):
+        service.sweep_storage()
+    assert "all 25 objects checked are missing" in caplog.text
+    assert {service.findOne(media_id)["status"] for media_id in ids} == {"READY"}
+    assert "media_updated" not in dispatched.types()

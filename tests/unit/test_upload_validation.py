@@ -25,6 +25,7 @@ from tests.unit.conftest import act_as
         ({"content": None}, "content", "Field may not be null."),
         ({"userId": 42}, "userId", "Not a valid string."),
         ({"isPublic": "yes"}, "isPublic", "Not a valid boolean."),
+        ({"isPublic": 1}, "isPublic", "Not a valid boolean."),
         ({"tags": "a,b"}, "tags", "Not a valid list."),
         ({"metadata": ["x"]}, "metadata", "Not a valid mapping type."),
         ({"colour": "red"}, "colour", "Unknown field."),

@@ -131,3 +131,13 @@ def test_a_rotated_key_is_accepted_until_its_grace_ends(settings, storage):
     _verify(urls, media, new_url)
     with pytest.raises(LinkRejected, match="unknown key"):
         _verify(old, media, new_url)
+
+
+def test_a_link_longer_than_the_longest_lifetime_is_refused(settings, storage):
+    """Even correctly signed (a leaked key, an old bug): no link outlives 7 days."""
+    urls = MediaUrls(settings, storage)
+    media = _media()
+    url = urls.link(media, timedelta(days=8), now=NOW).url
+    with pytest.raises(LinkRejected, match="longer than links may have"):
+        _verify(urls, media, url)
+    _verify(urls, media, urls.link(media, timedelta(days=7), now=NOW).url)
