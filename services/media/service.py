@@ -151,15 +151,14 @@ class MediaService:
     def download_file(self, request: Request, media_id: str) -> Response:
         """Stream a file: public media as is, private media with a valid signed link."""
         try:
-            media = self.catalog.servable(media_id)
-            if media is None:
-                return files.error(404, "no such file")
             download = request.args.get("download") in ("1", "true")
             signed_until = None
-            if not media.is_public:
+            # The signature is checked before the database: a bad one is 403 whether the id
+            # exists or not, so no answer tells a stranger which private ids exist.
+            if "signature" in request.args:
                 try:
                     self.catalog.urls.verify(
-                        media,
+                        media_id,
                         expires=request.args.get("expires"),
                         key_id=request.args.get("kid"),
                         signature=request.args.get("signature"),
@@ -167,11 +166,14 @@ class MediaService:
                         variant=request.args.get("variant", ""),
                     )
                 except LinkRejected as exc:
-                    # Unsigned requests learn nothing about whether a private id exists.
-                    if "signature" not in request.args:
-                        return files.error(404, "no such file")
                     return files.error(403, str(exc))
                 signed_until = int(request.args["expires"])
+            media = self.catalog.servable(media_id)
+            # Unsigned requests for private media get the answer an unknown id gets.
+            if media is None or (signed_until is None and not media.is_public):
+                return files.error(404, "no such file")
+            if media.is_public:
+                signed_until = None
             return files.file_response(
                 request,
                 media,

@@ -36,7 +36,7 @@ def _query(url):
 def _verify(urls, media, url, now=NOW, **changes):
     query = _query(url) | changes
     urls.verify(
-        media,
+        media.id,
         expires=query.get("expires"),
         key_id=query.get("kid"),
         signature=query.get("signature"),
