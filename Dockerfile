@@ -62,7 +62,9 @@ USER 10001:10001
 # WEB_SERVER_ADDRESS defaults to 0.0.0.0:8000 (config.yml).
 EXPOSE 8000
 
-# No HEALTHCHECK yet: the service has no HTTP endpoint. A /health check comes with it.
+# /health answers 200 only when the database, the broker and the storage are all reachable.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
 
 # Exec form: nameko is PID 1 and gets SIGTERM itself, on which it stops gracefully (it finishes
 # the workers in flight). It refuses to start without URL_SIGNING_KEY (or MEDIA_DEV_MODE=true).
