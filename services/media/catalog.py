@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from schemas.fields import sanitize_display_name
 from schemas.media import dump_media
@@ -279,6 +281,21 @@ class MediaCatalog:
             raise
         return media
 
+    @contextmanager
+    def _change(self) -> Iterator[Session]:
+        """A transaction changing existing media. Events it recorded vanish with a rollback, and
+        a row someone else changed since it was read (optimistic check on ``updated_at``) is a
+        Conflict rather than a lost update."""
+        recorded = len(self.recorded_events)
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except BaseException as exc:
+            del self.recorded_events[recorded:]
+            if isinstance(exc, StaleDataError):
+                raise Conflict("the media changed meanwhile; read it again and retry") from None
+            raise
+
     def _discard(self, key: str | None) -> None:
         if key is None:
             return
@@ -429,7 +446,7 @@ class MediaCatalog:
 
     def update(self, caller: Caller, media_id: str, changes: dict[str, Any]) -> Media:
         expected: datetime | None = changes.pop("expected_updated_at", None)
-        with self.sessions.begin() as session:
+        with self._change() as session:
             media = self._get_owned(session, caller, media_id)
             if expected is not None and media.updated_at != expected:
                 raise Conflict(
@@ -443,14 +460,14 @@ class MediaCatalog:
         return media
 
     def remove(self, caller: Caller, media_id: str) -> Media:
-        with self.sessions.begin() as session:
+        with self._change() as session:
             media = self._get_owned(session, caller, media_id, include_deleted=True)
             if media.deleted_at is None:
                 self._soft_delete(session, media)
         return media
 
     def restore(self, caller: Caller, media_id: str) -> Media:
-        with self.sessions.begin() as session:
+        with self._change() as session:
             media = self._get_owned(session, caller, media_id, include_deleted=True)
             if media.deleted_at is None:
                 return media
@@ -466,7 +483,7 @@ class MediaCatalog:
         """Soft-delete what is linked to the entity; a user caller removes only its own media."""
         removed = 0
         while True:
-            with self.sessions.begin() as session:
+            with self._change() as session:
                 statement = select(Media).where(
                     Media.entity_type == entity_type,
                     Media.entity_id == entity_id,
@@ -570,15 +587,20 @@ class MediaCatalog:
             after = rows[-1].storage_key
 
     def _mark_failed(self, media_id: str, key: str) -> int:
-        with self.sessions.begin() as session:
-            media = session.scalar(
-                select(Media).where(Media.id == media_id, Media.status == READY).with_for_update()
-            )
-            if media is None:  # changed meanwhile (deleted, or another instance marked it)
-                return 0
-            media.status = FAILED
-            media.updated_at = _after(media.updated_at)
-            self._event(session, "media_updated", media, ["status"])
+        try:
+            with self._change() as session:
+                media = session.scalar(
+                    select(Media)
+                    .where(Media.id == media_id, Media.status == READY)
+                    .with_for_update()
+                )
+                if media is None:  # changed meanwhile (deleted, or another instance marked it)
+                    return 0
+                media.status = FAILED
+                media.updated_at = _after(media.updated_at)
+                self._event(session, "media_updated", media, ["status"])
+        except Conflict:  # changed between our read and our write: the next run looks again
+            return 0
         log.error("media %s is FAILED: its stored object %s is missing", media_id, key)
         return 1
 
@@ -621,16 +643,19 @@ class MediaCatalog:
         return len(due)
 
     def _delete_purged_row(self, media_id: str, cutoff: datetime) -> int:
-        with self.sessions.begin() as session:
-            media = session.scalar(
-                select(Media)
-                .where(Media.id == media_id, Media.deleted_at < cutoff)
-                .with_for_update(skip_locked=True)
-            )
-            if media is None:  # purged by another instance, or restored meanwhile
-                return 0
-            self._event(session, "media_purged", media)
-            session.delete(media)
+        try:
+            with self._change() as session:
+                media = session.scalar(
+                    select(Media)
+                    .where(Media.id == media_id, Media.deleted_at < cutoff)
+                    .with_for_update(skip_locked=True)
+                )
+                if media is None:  # purged by another instance, or restored meanwhile
+                    return 0
+                self._event(session, "media_purged", media)
+                session.delete(media)
+        except Conflict:  # another instance got there between our read and our delete
+            return 0
         return 1
 
 

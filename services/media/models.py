@@ -57,6 +57,12 @@ class Media(Base):
         back_populates="media", cascade="all, delete-orphan", lazy="select"
     )
 
+    # Optimistic concurrency on every ORM update: UPDATE ... WHERE id = ? AND updated_at = <read>.
+    # A row changed by someone else since it was read fails the update (StaleDataError) instead of
+    # being overwritten, on SQLite (which ignores FOR UPDATE) as on PostgreSQL. updated_at is set
+    # by the catalog on every change, so no generator is needed.
+    __mapper_args__ = {"version_id_col": updated_at, "version_id_generator": False}
+
     __table_args__ = (
         Index("ix_media_created", "created_at", "id"),
         Index("ix_media_size", "size", "id"),

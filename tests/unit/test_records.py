@@ -7,9 +7,16 @@ from datetime import timedelta
 
 import eventlet
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
+from sqlalchemy.exc import OperationalError
 
-from services.media.exceptions import Conflict, Forbidden, NotFound, ValidationError
+from services.media.exceptions import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    StorageUnavailable,
+    ValidationError,
+)
 from services.media.ids import utcnow
 from services.media.models import IdempotencyKey, Media
 from tests.files import pdf_bytes, png_bytes, upload_data
@@ -243,3 +250,49 @@ def test_unknown_id_is_not_found(service):
         service.findOne("does-not-exist")
     with pytest.raises(NotFound):
         service.remove("does-not-exist")
+
+
+def test_a_change_made_between_our_read_and_our_write_is_a_conflict_not_a_lost_update(
+    service, sessions, dispatched, monkeypatch
+):
+    """Another writer commits while this update is between reading the row and writing it.
+
+    The interleaving is forced by running the other writer from inside this update (a second,
+    real session), since two workers cannot be made to interleave on cue otherwise. PostgreSQL
+    cannot interleave them at all: the update holds the row (FOR UPDATE), so the other writer
+    waits; SQLite ignores FOR UPDATE, and the check on updated_at catches it instead.
+    """
+    import services.media.catalog as catalog_module
+
+    media = service.upload_file(upload_data())
+    real_apply = catalog_module._apply
+    postgres = sessions.kw["bind"].dialect.name == "postgresql"
+    blocked = []
+
+    def apply_after_a_concurrent_change(row, changes):
+        with sessions.begin() as other:
+            if postgres:
+                other.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            try:
+                other.execute(
+                    update(Media)
+                    .where(Media.id == row.id)
+                    .values(caption="theirs", updated_at=utcnow() + timedelta(seconds=1))
+                )
+            except OperationalError:
+                blocked.append(True)
+                raise
+        return real_apply(row, changes)
+
+    monkeypatch.setattr(catalog_module, "_apply", apply_after_a_concurrent_change)
+    if postgres:
+        # The other writer gave up waiting for our row lock; its error ends this test's update.
+        with pytest.raises(StorageUnavailable):
+            service.update(media["id"], {"caption": "mine"})
+        assert blocked == [True]
+        assert service.findOne(media["id"])["caption"] is None
+    else:
+        with pytest.raises(Conflict, match="changed meanwhile"):
+            service.update(media["id"], {"caption": "mine"})
+        assert service.findOne(media["id"])["caption"] == "theirs"
+    assert dispatched.types() == ["media_created"]
