@@ -8,8 +8,9 @@ import hashlib
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from storage.base import (
     DEFAULT_CHUNK_SIZE,
@@ -164,6 +165,29 @@ class LocalStorage(Storage):
         if not os.path.isdir(self.root):
             raise StorageUnavailable(f"storage root {self.root!r} is missing")
         return self._walk(base, prefix)
+
+    def abort_incomplete_uploads(self, older_than: timedelta) -> int:
+        """Remove the temp files of writes that died before their rename.
+
+        A live write keeps touching its temp file, so one untouched for ``older_than`` belongs to
+        a process that is gone.
+        """
+        if not os.path.isdir(self.root):
+            raise StorageUnavailable(f"storage root {self.root!r} is missing")
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for filename in filenames:
+                if not filename.startswith(TMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, filename)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # renamed into place or removed meanwhile
+        return removed
 
     def _walk(self, base: str, prefix: str) -> Iterator[ObjectInfo]:
         def on_error(exc: OSError) -> None:

@@ -4,8 +4,11 @@ test_backends.py."""
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -251,3 +254,18 @@ def test_build_storage_unknown_backend(tmp_path: Path) -> None:
 def test_build_storage_requires_a_root() -> None:
     with pytest.raises(ValueError, match="STORAGE_ROOT"):
         build_storage({"STORAGE_BACKEND": "local"})
+
+
+def test_temp_files_of_writes_that_died_are_removed_after_a_while(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    store.put("media/a/kept", [b"x"], "text/plain")
+    folder = tmp_path / "store" / "media" / "a"
+    dead = folder / ".tmp-dead"
+    live = folder / ".tmp-live"
+    dead.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    old = time.time() - 2 * 86400
+    os.utime(dead, (old, old))
+    assert store.abort_incomplete_uploads(timedelta(days=1)) == 1
+    assert not dead.exists() and live.exists()
+    assert [info.key for info in store.iter_objects()] == ["media/a/kept"]
