@@ -38,9 +38,9 @@ from services.media.models import IdempotencyKey, Media, MediaTag
 from services.media.outbox import record_event
 from services.media.pagination import SortOrder
 from services.media.settings import MediaSettings
-from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
+from services.media.sniffing import SNIFF_BYTES, Sniffed, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
-from storage import Storage, new_key, validate_key
+from storage import Storage, StoredObject, new_key, validate_key
 from storage.base import GENERATED_KEY_PREFIX
 from storage.errors import InvalidKey, ObjectNotFound
 
@@ -146,7 +146,8 @@ class MediaCatalog:
         self, session: Session, event_type: str, media: Media, changes: list[str] | None = None
     ) -> None:
         session.flush()
-        self.recorded_events.append(record_event(session, event_type, self.present(media), changes))
+        event_id = record_event(session, event_type, media=self.present(media), changes=changes)
+        self.recorded_events.append(event_id)
 
     # -- creating ---------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class MediaCatalog:
         self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None
     ) -> Media:
         """``delivery_id`` identifies the request message: a redelivery replays the first answer."""
-        self._check_acting_for(caller, data["user_id"])
+        self.check_acting_for(caller, data["user_id"])
         encoded: str = data.pop("content")
         check_declared_size(encoded, self.settings)
         sniffed = sniff_payload(encoded, data.get("mime_type"), self.settings)
@@ -181,7 +182,7 @@ class MediaCatalog:
         return self._commit_new(media, request, written_key=key)
 
     def create(self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None) -> Media:
-        self._check_acting_for(caller, data["user_id"])
+        self.check_acting_for(caller, data["user_id"])
         # The key or URL names the bytes, so the request is known before storage is read.
         request = RequestKey.of(data, delivery_id, _request_hash(data, None))
         existing = self._replay(request)
@@ -253,15 +254,24 @@ class MediaCatalog:
         return media
 
     def _commit_new(
-        self, media: Media, request: RequestKey | None, written_key: str | None
+        self,
+        media: Media,
+        request: RequestKey | None,
+        written_key: str | None,
+        also: Callable[[Session], None] | None = None,
     ) -> Media:
-        """Insert row, idempotency key and event in one transaction; on failure drop our bytes."""
+        """Insert row, idempotency key and event in one transaction; on failure drop our bytes.
+
+        ``also`` adds more to the same transaction (an upload session marking itself done).
+        """
         try:
             with self.sessions.begin() as session:
                 session.add(media)
                 if request is not None:
                     session.add(request.row(media))
                 self._event(session, "media_created", media)
+                if also is not None:
+                    also(session)
         except IntegrityError:
             self.recorded_events.clear()
             self._discard(written_key)
@@ -319,8 +329,27 @@ class MediaCatalog:
                 raise NotFound(f"the media first created with {request.label} is purged")
             return media
 
+    def create_assembled(
+        self,
+        data: dict[str, Any],
+        stored: StoredObject,
+        sniffed: Sniffed,
+        also: Callable[[Session], None],
+    ) -> Media:
+        """The record of bytes an upload session assembled and verified."""
+        media = self._new_media(
+            data,
+            storage_key=stored.key,
+            type=sniffed.media_type.value,
+            mime_type=sniffed.mime_type,
+            size=stored.size,
+            checksum=stored.checksum,
+        )
+        # The assembled object is kept if the commit fails: a retried completion reuses it.
+        return self._commit_new(media, None, written_key=None, also=also)
+
     @staticmethod
-    def _check_acting_for(caller: Caller, user_id: str) -> None:
+    def check_acting_for(caller: Caller, user_id: str) -> None:
         if not caller.owns(user_id):
             raise Forbidden("userId must be the calling user's own id")
 

@@ -123,3 +123,44 @@ class OutboxEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_outbox_pending", "published_at", "created_at"),)
+
+
+class UploadSession(Base):
+    """A file arriving in parts; it becomes a Media record only once verified."""
+
+    __tablename__ = "upload_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    original_name: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(80))
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    storage_upload_id: Mapped[str] = mapped_column(String(1024))
+    # The new media's fields (entity link, visibility, metadata, folder, tags, texts).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    media_id: Mapped[str | None] = mapped_column(String(36))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        Index("ix_upload_sessions_status_updated", "status", "updated_at"),
+        Index("ix_upload_sessions_user_created", "user_id", "created_at"),
+    )
+
+
+class UploadPart(Base):
+    __tablename__ = "upload_parts"
+
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("upload_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(DateTime)

@@ -28,19 +28,15 @@ RELAY_MIN_AGE = timedelta(seconds=2)
 KEEP_PUBLISHED = timedelta(days=7)
 
 
-def record_event(
-    session: Session, event_type: str, media: dict[str, Any], changes: list[str] | None = None
-) -> str:
-    """Add an event to the caller's transaction; it exists only if that transaction commits."""
+def record_event(session: Session, event_type: str, **body: Any) -> str:
+    """Add an event to the caller's transaction; it exists only if that transaction commits.
+
+    ``body`` is the event's own part of the payload (``media=...``, ``changes=...``).
+    """
     now = utcnow()
     event_id = uuid7()
-    payload: dict[str, Any] = {
-        "eventId": event_id,
-        "occurredAt": isoformat_z(now),
-        "media": media,
-    }
-    if changes is not None:
-        payload["changes"] = changes
+    payload: dict[str, Any] = {"eventId": event_id, "occurredAt": isoformat_z(now)}
+    payload.update({key: value for key, value in body.items() if value is not None})
     session.add(OutboxEvent(id=event_id, event_type=event_type, payload=payload, created_at=now))
     return event_id
 
