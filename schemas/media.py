@@ -75,6 +75,14 @@ class UploadFileSchema(_NewMediaSchema):
     original_name = DisplayName(data_key="originalName", required=True)
 
 
+class InitiateUploadSchema(_NewMediaSchema):
+    original_name = DisplayName(data_key="originalName", required=True)
+    size = fields.Integer(strict=True, required=True, validate=Range(min=1))
+    checksum = fields.String(
+        validate=Regexp(r"^sha256:[0-9a-f]{64}$", error="Must be sha256:<64 lowercase hex>.")
+    )
+
+
 class CreateMediaSchema(_NewMediaSchema):
     storage_key = fields.String(data_key="storageKey", validate=Length(1, 512))
     url = fields.Url(schemes={"http", "https"}, validate=Length(max=2048))

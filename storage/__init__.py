@@ -5,15 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from storage.base import ObjectInfo, Storage, StoredObject, new_key, validate_key
+from storage.base import (
+    MAX_PART_NUMBER,
+    MIN_PART_SIZE,
+    ObjectInfo,
+    PartInfo,
+    Storage,
+    StoredObject,
+    new_key,
+    validate_key,
+)
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.local import LocalStorage
 
 __all__ = [
+    "MAX_PART_NUMBER",
+    "MIN_PART_SIZE",
     "InvalidKey",
     "LocalStorage",
     "ObjectInfo",
     "ObjectNotFound",
+    "PartInfo",
     "Storage",
     "StorageError",
     "StorageUnavailable",

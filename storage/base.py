@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,10 @@ MAX_KEY_LENGTH = 512
 # Every key new_key makes starts with this: what lies elsewhere was not written by the service.
 GENERATED_KEY_PREFIX = "media/"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
+# Staged uploads (begin_parts ... complete_parts) follow S3's multipart rules on every backend:
+# parts are numbered 1..MAX_PART_NUMBER and all but the last must be at least MIN_PART_SIZE.
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PART_NUMBER = 10_000
 
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,511}")
 
@@ -38,6 +43,15 @@ class StoredObject:
     checksum: str  # "sha256:<64 lowercase hex>" of the bytes written
 
 
+@dataclass(frozen=True)
+class PartInfo:
+    """One stored part of a staged upload, as :meth:`Storage.put_part` reports it."""
+
+    number: int  # 1-based
+    size: int
+    etag: str  # S3: the ETag S3 returned; local: sha256 hex of the part
+
+
 def new_key(now: datetime | None = None) -> str:
     """A fresh server-generated key: ``media/YYYY/MM/DD/<32 hex of a uuid4>``.
 
@@ -59,6 +73,34 @@ def check_range(start: int, end: int | None, chunk_size: int) -> None:
         raise ValueError(f"end must be >= start, got start={start}, end={end}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+
+
+def check_part_number(number: int) -> None:
+    """A part number as :meth:`Storage.put_part` accepts it: an int in 1..MAX_PART_NUMBER."""
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise ValueError(f"part number must be an int, got {number!r}")
+    if not 1 <= number <= MAX_PART_NUMBER:
+        raise ValueError(f"part number must be between 1 and {MAX_PART_NUMBER}, got {number}")
+
+
+def check_parts(parts: Iterable[PartInfo]) -> list[PartInfo]:
+    """The part list of :meth:`Storage.complete_parts`, checked and sorted by number.
+
+    ValueError if it is empty, names a part twice or has an impossible part number.
+    """
+    given = list(parts)
+    if not given:
+        raise ValueError("a staged upload cannot be completed without parts")
+    for part in given:
+        if not isinstance(part, PartInfo):
+            raise ValueError(f"parts must be PartInfo, got {type(part).__name__}")
+        check_part_number(part.number)
+    ordered = sorted(given, key=lambda part: part.number)
+    counts = Counter(part.number for part in ordered)
+    duplicates = sorted(number for number, count in counts.items() if count > 1)
+    if duplicates:
+        raise ValueError(f"part list names part(s) {duplicates} more than once")
+    return ordered
 
 
 def validate_key(key: str) -> str:
@@ -145,6 +187,43 @@ class Storage(ABC):
 
         Never lists the temporary data of writes still in flight.
         """
+
+    # -- staged (multi-part) uploads ------------------------------------------------------------
+    #
+    # An object sent in numbered parts, possibly over several requests and in any order, then
+    # assembled at once. Until complete_parts the parts are kept apart from objects: iter_objects
+    # never lists them and the key holds whatever it held before. Parts whose upload is never
+    # completed nor aborted are removed by abort_incomplete_uploads.
+
+    @abstractmethod
+    def begin_parts(self, key: str, content_type: str) -> str:
+        """Start a staged upload that will become the object at ``key``; returns its opaque
+        upload id, which the other ``*_parts`` calls take together with the same ``key``."""
+
+    @abstractmethod
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> PartInfo:
+        """Store part ``number`` (1..MAX_PART_NUMBER) of the upload; putting the same number
+        again replaces it (a harmless retry).
+
+        Every part but the last must be at least MIN_PART_SIZE (S3's rule; the caller ensures
+        it). :class:`ObjectNotFound` if the upload id is unknown or aborted.
+        """
+
+    @abstractmethod
+    def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
+        """Assemble ``parts`` (as put_part returned them) in number order into the object at
+        ``key``, atomically: readers never see a partial object. Returns the size and sha256 of
+        the whole object. Stored parts not in ``parts`` are discarded.
+
+        :class:`ObjectNotFound` if the upload id is unknown; ValueError if ``parts`` does not
+        match what was stored (a part never put, a wrong etag): the upload is then left as it
+        was, to be completed with the right list or aborted.
+        """
+
+    @abstractmethod
+    def abort_parts(self, key: str, upload_id: str) -> None:
+        """Discard the staged parts. Idempotent: an unknown, already aborted or completed
+        upload id is a no-op."""
 
     def abort_incomplete_uploads(self, older_than: timedelta) -> int:
         """Discard partial uploads older than ``older_than``; returns how many. Backends whose

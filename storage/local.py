@@ -6,28 +6,45 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
+import shutil
 import stat
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from storage.base import (
     DEFAULT_CHUNK_SIZE,
     ObjectInfo,
+    PartInfo,
     Storage,
     StoredObject,
+    check_part_number,
+    check_parts,
     check_range,
     validate_key,
 )
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 
 TMP_PREFIX = ".tmp-"
+# A staged upload is the directory <root>/.tmp-upload-<upload id> (32 hex of a uuid4) holding the
+# file UPLOAD_KEY_FILE (the key it will become) and its parts, part-00001 ... part-10000. Being
+# under a TMP_PREFIX name, it is never listed as objects and no key can name it.
+UPLOAD_PREFIX = TMP_PREFIX + "upload-"
+UPLOAD_KEY_FILE = "key"
+_UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
+# An aborted or completed upload's directory is renamed to UPLOAD_PREFIX + "trash-<hex>" before
+# it is removed, so its id stops working at once even if the removal is cut short.
+_TRASH_PREFIX = UPLOAD_PREFIX + "trash-"
 _FILE_MODE = 0o640
 _DIR_MODE = 0o750
 # A concurrent delete may prune a directory a put has just created; a few retries always win
 # because the put's temp file keeps the directory non-empty once it exists.
 _DIR_ATTEMPTS = 5
+# More than any valid key's UTF-8: a longer key file is not one begin_parts wrote.
+_MAX_KEY_FILE_SIZE = 4 * 1024
 
 # errno of a write that fails because of the key's shape, not because the storage is unusable.
 _KEY_CLASH = {
@@ -167,16 +184,28 @@ class LocalStorage(Storage):
         return self._walk(base, prefix)
 
     def abort_incomplete_uploads(self, older_than: timedelta) -> int:
-        """Remove the temp files of writes that died before their rename.
+        """Remove the temp files of writes that died before their rename, and the staged uploads
+        (``.tmp-upload-*`` directories) nobody touched for ``older_than``.
 
         A live write keeps touching its temp file, so one untouched for ``older_than`` belongs to
-        a process that is gone.
+        a process that is gone. A staged upload counts as touched when its newest file (or the
+        directory itself) was: pick ``older_than`` above the longest pause between two parts.
         """
         if not os.path.isdir(self.root):
             raise StorageUnavailable(f"storage root {self.root!r} is missing")
         cutoff = time.time() - older_than.total_seconds()
         removed = 0
-        for dirpath, _dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if dirpath == self.root:
+                staged = [d for d in dirnames if d.startswith(UPLOAD_PREFIX)]
+                dirnames[:] = [d for d in dirnames if not d.startswith(UPLOAD_PREFIX)]
+                for name in staged:
+                    path = os.path.join(dirpath, name)
+                    if os.path.islink(path):
+                        continue  # not made by begin_parts; never follow it
+                    newest = _newest_mtime(path)
+                    if newest is not None and newest < cutoff and _discard_upload(self.root, path):
+                        removed += 1
             for filename in filenames:
                 if not filename.startswith(TMP_PREFIX):
                     continue
@@ -213,6 +242,129 @@ class LocalStorage(Storage):
                     raise StorageUnavailable(f"cannot stat {key!r}: {_describe(exc)}") from exc
                 if stat.S_ISREG(st.st_mode):
                     yield _info(key, st)
+
+    # -- staged uploads -------------------------------------------------------------------------
+
+    def begin_parts(self, key: str, content_type: str) -> str:
+        """Create the upload's staging directory under the root, recording ``key`` in it.
+
+        ``content_type`` is not kept, as with put.
+        """
+        self._path(key)
+        if not os.path.isdir(self.root):
+            # Never recreate the root: it may be an unmounted volume's mount point.
+            raise StorageUnavailable(f"storage root {self.root!r} is missing")
+        upload_id = uuid.uuid4().hex
+        staging = os.path.join(self.root, UPLOAD_PREFIX + upload_id)
+        try:
+            os.mkdir(staging, _DIR_MODE)
+            os.chmod(staging, _DIR_MODE)  # mkdir's mode is filtered through the umask
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot start a staged upload of {key!r}: {_describe(exc)}"
+            ) from exc
+        try:
+            # Until this file is in place the id is unknown: a crash leaves a directory that
+            # abort_incomplete_uploads removes.
+            _write_atomically(staging, UPLOAD_KEY_FILE, key.encode(), key)
+            with _writing(key):
+                _fsync_dir(self.root)
+        except BaseException:
+            _discard_upload(self.root, staging)
+            raise
+        return upload_id
+
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> PartInfo:
+        """Write the part atomically (temp file, fsync, rename) as ``part-NNNNN``."""
+        self._path(key)
+        check_part_number(number)
+        size = memoryview(data).nbytes  # also rejects what is not bytes-like (str)
+        staging = self._staging(key, upload_id)
+        etag = hashlib.sha256(data).hexdigest()
+        _write_atomically(staging, _part_name(number), data, key)
+        return PartInfo(number=number, size=size, etag=etag)
+
+    def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
+        """Concatenate the part files into a temp file beside the target while hashing (each part
+        is checked against its etag on the way), fsync, rename, fsync the directory, then remove
+        the staging directory. One read of each part, no extra copy."""
+        path = self._path(key)
+        ordered = check_parts(parts)
+        staging = self._staging(key, upload_id)
+        missing = [
+            part.number
+            for part in ordered
+            if not os.path.isfile(os.path.join(staging, _part_name(part.number)))
+        ]
+        if missing:
+            raise ValueError(
+                f"cannot complete upload {upload_id} of {key!r}: part(s) {missing} were never "
+                "stored"
+            )
+        directory = os.path.dirname(path)
+        fd, tmp, created = self._create_temp(key)
+        hasher = hashlib.sha256()
+        size = 0
+        f = os.fdopen(fd, "wb")
+        try:
+            for part in ordered:
+                part_hasher = hashlib.sha256()
+                for chunk in _read_part(key, upload_id, staging, part.number):
+                    hasher.update(chunk)
+                    part_hasher.update(chunk)
+                    with _writing(key):
+                        size += f.write(chunk)
+                if part_hasher.hexdigest() != part.etag:
+                    raise ValueError(
+                        f"cannot complete upload {upload_id} of {key!r}: part {part.number} "
+                        f"has etag {part_hasher.hexdigest()}, not {part.etag!r}"
+                    )
+            with _writing(key):
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        with _writing(key):
+            for synced in sorted({directory, *(os.path.dirname(d) for d in created)}):
+                _fsync_dir(synced)
+        # Best effort: the object is in place; leftovers go with abort_incomplete_uploads.
+        _discard_upload(self.root, staging)
+        return StoredObject(key=key, size=size, checksum=f"sha256:{hasher.hexdigest()}")
+
+    def abort_parts(self, key: str, upload_id: str) -> None:
+        """Rename the staging directory away (the id is dead from then on), then remove it."""
+        self._path(key)
+        try:
+            staging = self._staging(key, upload_id)
+        except ObjectNotFound:
+            return
+        _discard_upload(self.root, staging)
+
+    def _staging(self, key: str, upload_id: str) -> str:
+        """The staging directory of the upload of ``key``; ObjectNotFound if there is none."""
+        if not isinstance(upload_id, str) or _UPLOAD_ID_RE.fullmatch(upload_id) is None:
+            raise ObjectNotFound(key)  # never issued by begin_parts, and never part of a path
+        staging = os.path.join(self.root, UPLOAD_PREFIX + upload_id)
+        try:
+            with open(os.path.join(staging, UPLOAD_KEY_FILE), "rb") as f:
+                recorded = f.read(_MAX_KEY_FILE_SIZE)
+        except OSError as exc:
+            if exc.errno not in _MISSING:
+                raise StorageUnavailable(
+                    f"cannot read upload {upload_id} of {key!r}: {_describe(exc)}"
+                ) from exc
+            if not os.path.isdir(self.root):
+                raise StorageUnavailable(f"storage root {self.root!r} is missing") from exc
+            raise ObjectNotFound(key) from exc
+        if recorded != key.encode():
+            raise ObjectNotFound(key)  # the upload of another key, as S3 has it
+        return staging
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -276,6 +428,97 @@ class LocalStorage(Storage):
             os.chmod(current, _DIR_MODE)  # mkdir's mode is filtered through the umask
             created.append(current)
         return created
+
+
+def _part_name(number: int) -> str:
+    return f"part-{number:05d}"
+
+
+def _write_atomically(directory: str, name: str, data: bytes, key: str) -> None:
+    """``directory/name`` holds ``data`` completely or not at all; durable once this returns.
+
+    ObjectNotFound if ``directory`` (a staging directory) is gone.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+    except FileNotFoundError as exc:
+        raise ObjectNotFound(key) from exc
+    except OSError as exc:
+        raise _write_error(key, exc) from exc
+    f = os.fdopen(fd, "wb")
+    try:
+        with _writing(key):
+            os.fchmod(fd, _FILE_MODE)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with _writing(key):
+        _fsync_dir(directory)
+
+
+def _read_part(key: str, upload_id: str, staging: str, number: int) -> Iterator[bytes]:
+    """The bytes of a stored part in chunks; ValueError if it disappeared (aborted meanwhile)."""
+    try:
+        f = open(os.path.join(staging, _part_name(number)), "rb")
+    except FileNotFoundError as exc:
+        raise ValueError(
+            f"cannot complete upload {upload_id} of {key!r}: part {number} is gone "
+            "(aborted or completed meanwhile?)"
+        ) from exc
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot read part {number} of {key!r}: {_describe(exc)}") from exc
+    with f:
+        while True:
+            try:
+                chunk = f.read(DEFAULT_CHUNK_SIZE)
+            except OSError as exc:
+                raise StorageUnavailable(
+                    f"cannot read part {number} of {key!r}: {_describe(exc)}"
+                ) from exc
+            if not chunk:
+                return
+            yield chunk
+
+
+def _discard_upload(root: str, staging: str) -> bool:
+    """Rename a staging directory to a trash name, then remove it; False if it was gone.
+
+    Best effort past the rename: what a failed removal leaves is still under UPLOAD_PREFIX, for
+    abort_incomplete_uploads.
+    """
+    if os.path.basename(staging).startswith(_TRASH_PREFIX):
+        trash = staging  # left over from an earlier, interrupted removal
+    else:
+        trash = os.path.join(root, f"{_TRASH_PREFIX}{uuid.uuid4().hex}")
+        try:
+            os.rename(staging, trash)
+        except FileNotFoundError:
+            return False  # aborted, completed or swept by someone else
+        except OSError:
+            trash = staging  # cannot rename: remove it in place
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _newest_mtime(directory: str) -> float | None:
+    """The latest mtime of ``directory`` and the files in it; None if it is gone."""
+    try:
+        newest = os.lstat(directory).st_mtime
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return newest
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

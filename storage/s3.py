@@ -1,7 +1,8 @@
 """A storage backend on any S3-compatible object store (AWS S3, MinIO, R2, Ceph, GCS interop).
 
-Only the common S3 API is used: PutObject, multipart uploads, GetObject with ``Range``,
-HeadObject, DeleteObject, ListObjectsV2, ListMultipartUploads, HeadBucket and presigned GETs.
+Only the common S3 API is used: PutObject, multipart uploads (and ListParts, on an error path),
+GetObject with ``Range`` or ``If-Match``, HeadObject, DeleteObject, ListObjectsV2,
+ListMultipartUploads, HeadBucket and presigned GETs.
 
 Under eventlet, boto3 must be imported after the monkey patch (``nameko run``/``nameko test``
 patch first); ``storage/__init__.py`` therefore imports this module only when it is asked for
@@ -26,9 +27,14 @@ from urllib3.exceptions import HTTPError as URLLib3HTTPError
 
 from storage.base import (
     DEFAULT_CHUNK_SIZE,
+    MAX_PART_NUMBER,
+    MIN_PART_SIZE,
     ObjectInfo,
+    PartInfo,
     Storage,
     StoredObject,
+    check_part_number,
+    check_parts,
     check_range,
     validate_key,
 )
@@ -37,15 +43,18 @@ from storage.errors import InvalidKey, ObjectNotFound, StorageUnavailable
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# S3's limits on multipart uploads: every part but the last is 5 MiB to 5 GiB, at most 10,000.
-MIN_PART_SIZE = 5 * MiB
+# S3's limits on multipart uploads: every part but the last is 5 MiB (MIN_PART_SIZE) to 5 GiB,
+# at most 10,000 (MAX_PART_NUMBER) parts.
 MAX_PART_SIZE = 5 * 1024 * MiB
-MAX_PARTS = 10_000
+MAX_PARTS = MAX_PART_NUMBER
 # SigV4 presigned URLs live at most 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 # Keys per ListObjectsV2 / uploads per ListMultipartUploads request (S3's own maximum); a module
 # constant so tests can make pagination visible with a handful of objects.
 LIST_PAGE_SIZE = 1000
+
+# Error codes of CompleteMultipartUpload meaning the part list is wrong, not the store.
+_BAD_PART_LIST = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
 
 # Error codes meaning "no such object". HeadObject has no response body, so botocore can only
 # report the HTTP status ("404"); some S3-compatible servers say "NotFound".
@@ -166,6 +175,109 @@ class S3Storage(Storage):
             return False
         with _translated("DELETE", self.bucket, key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
+        return True
+
+    # -- staged uploads -------------------------------------------------------------------------
+
+    def begin_parts(self, key: str, content_type: str) -> str:
+        """CreateMultipartUpload; the upload id is S3's."""
+        validate_key(key)
+        with _translated("CreateMultipartUpload", self.bucket, key):
+            response = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        return str(response["UploadId"])
+
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> PartInfo:
+        """UploadPart; the etag is the ETag S3 returned, as it returned it (quotes included)."""
+        validate_key(key)
+        check_part_number(number)
+        size = memoryview(data).nbytes  # also rejects what is not bytes-like (str)
+        _check_upload_id(key, upload_id)
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # botocore sends bytes and bytearray, not memoryview
+        with self._on_upload(f"UploadPart {number}", key, upload_id):
+            response = self._client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        return PartInfo(number=number, size=size, etag=str(response["ETag"]))
+
+    def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
+        """CompleteMultipartUpload with the parts' ETags, then one GetObject read to the end.
+
+        Cost: the whole object is downloaded once more. S3 cannot hash across parts (a multipart
+        ETag is an MD5 of the parts' MD5s) and the parts may have been put in any order or by
+        several processes, so the sha256 of the assembled object can only be computed from the
+        object itself. The read asks for the ETag the completion returned (If-Match), so the
+        checksum is that of the object written here even if the key is replaced meanwhile:
+        then StorageUnavailable.
+        """
+        validate_key(key)
+        ordered = check_parts(parts)
+        _check_upload_id(key, upload_id)
+        with self._on_upload("CompleteMultipartUpload", key, upload_id):
+            response = self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": part.number, "ETag": part.etag} for part in ordered]
+                },
+            )
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if response.get("ETag"):
+            params["IfMatch"] = response["ETag"]
+        with _translated("GET (checksum)", self.bucket, key):
+            try:
+                got = self._client.get_object(**params)
+            except ClientError as exc:
+                if _code(exc) not in ("PreconditionFailed", "412"):
+                    raise
+                raise StorageUnavailable(
+                    f"S3 object {self.bucket}/{key!r} was replaced right after upload "
+                    f"{upload_id} completed; its checksum cannot be computed"
+                ) from exc
+        hasher = hashlib.sha256()
+        size = 0
+        for chunk in _BodyStream(got["Body"], self.bucket, key, DEFAULT_CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+        return StoredObject(key=key, size=size, checksum=f"sha256:{hasher.hexdigest()}")
+
+    def abort_parts(self, key: str, upload_id: str) -> None:
+        """AbortMultipartUpload; NoSuchUpload (unknown, aborted or completed) is a no-op."""
+        validate_key(key)
+        try:
+            _check_upload_id(key, upload_id)
+            with self._on_upload("AbortMultipartUpload", key, upload_id):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ObjectNotFound:
+            return
+
+    @contextlib.contextmanager
+    def _on_upload(self, action: str, key: str, upload_id: str) -> Iterator[None]:
+        """:func:`_translated_upload`, and a server error on an upload that does not exist means
+        :class:`ObjectNotFound` too: S3 answers an unknown upload id with NoSuchUpload, but some
+        S3-compatible servers (moto) fail with a 500 instead. Only a failed call pays for the
+        ListParts that tells them apart."""
+        with _translated_upload(action, self.bucket, key):
+            try:
+                yield
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+                if status >= 500 and not self._upload_exists(key, upload_id):
+                    raise ObjectNotFound(key) from exc
+                raise
+
+    def _upload_exists(self, key: str, upload_id: str) -> bool:
+        """False only if the server says NoSuchUpload; any doubt is True (the caller's original
+        error then stands)."""
+        try:
+            self._client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id, MaxParts=1)
+        except ClientError as exc:
+            return _code(exc) != "NoSuchUpload"
+        except Exception:
+            return True
         return True
 
     # -- reading --------------------------------------------------------------------------------
@@ -483,6 +595,32 @@ def _translated(action: str, bucket: str, key: str | None = None) -> Iterator[No
     except BotoCoreError as exc:
         # No credentials, a bad endpoint URL, an incomplete body: the store cannot be used.
         raise StorageUnavailable(f"S3 {action} {target!r} failed: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _translated_upload(action: str, bucket: str, key: str) -> Iterator[None]:
+    """:func:`_translated` for calls on a multipart upload: NoSuchUpload means
+    :class:`ObjectNotFound`, a part list S3 rejects means ValueError."""
+    with _translated(action, bucket, key):
+        try:
+            yield
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "NoSuchUpload":
+                raise ObjectNotFound(key) from exc
+            if code in _BAD_PART_LIST:
+                message = exc.response.get("Error", {}).get("Message") or ""
+                raise ValueError(
+                    f"S3 {action} {bucket}/{key!r} refused the part list: {code}"
+                    + (f" ({message})" if message else "")
+                ) from exc
+            raise
+
+
+def _check_upload_id(key: str, upload_id: str) -> None:
+    # An empty id would make boto3 fail its parameter validation, which reads as an outage.
+    if not isinstance(upload_id, str) or not upload_id:
+        raise ObjectNotFound(key)
 
 
 def _utc(value: datetime) -> datetime:

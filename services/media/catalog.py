@@ -38,9 +38,9 @@ from services.media.models import IdempotencyKey, Media, MediaTag
 from services.media.outbox import record_event
 from services.media.pagination import SortOrder
 from services.media.settings import MediaSettings
-from services.media.sniffing import SNIFF_BYTES, Sniffed, media_type_of, sniff
+from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
-from storage import Storage, StoredObject, new_key, validate_key
+from storage import Storage, new_key, validate_key
 from storage.base import GENERATED_KEY_PREFIX
 from storage.errors import InvalidKey, ObjectNotFound
 
@@ -130,7 +130,7 @@ class MediaCatalog:
     def __post_init__(self) -> None:
         self.urls = MediaUrls(self.settings, self.storage)
 
-    def _storage_io(self, function: Callable[..., T], *args: Any) -> T:
+    def storage_io(self, function: Callable[..., T], *args: Any) -> T:
         """Blocking backends (files) go through the thread pool; network ones on green sockets
         run here, where waiting costs the event loop nothing."""
         if self.storage.blocking_io:
@@ -168,8 +168,8 @@ class MediaCatalog:
             return existing
 
         key = new_key()
-        stored = self._storage_io(self.storage.put, key, [checked.data], sniffed.mime_type)
-        media = self._new_media(
+        stored = self.storage_io(self.storage.put, key, [checked.data], sniffed.mime_type)
+        media = self.new_media(
             data,
             storage_key=key,
             type=sniffed.media_type.value,
@@ -179,7 +179,7 @@ class MediaCatalog:
             width=checked.width,
             height=checked.height,
         )
-        return self._commit_new(media, request, written_key=key)
+        return self.commit_new(media, request, written_key=key)
 
     def create(self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None) -> Media:
         self.check_acting_for(caller, data["user_id"])
@@ -192,8 +192,8 @@ class MediaCatalog:
             fields = self._describe_stored_object(data["storage_key"], data.get("mime_type"))
         else:
             fields = self._describe_external_url(data)
-        media = self._new_media(data, **fields)
-        return self._commit_new(media, request, written_key=None)
+        media = self.new_media(data, **fields)
+        return self.commit_new(media, request, written_key=None)
 
     def _describe_stored_object(self, key: str, declared_mime: str | None) -> dict[str, Any]:
         try:
@@ -206,7 +206,7 @@ class MediaCatalog:
             raise ValidationError.for_field("storageKey", "The stored object is empty.")
         sniffed = sniff(head)
         check_policy(sniffed, info.size, declared_mime, self.settings)
-        checksum = self._storage_io(_checksum_of, self.storage, key)
+        checksum = self.storage_io(checksum_of, self.storage, key)
         with self.sessions() as session:
             if session.scalar(select(Media.id).where(Media.storage_key == key)):
                 raise Conflict(f"the object {key!r} already belongs to a media record")
@@ -231,7 +231,7 @@ class MediaCatalog:
             "checksum": None,
         }
 
-    def _new_media(self, data: dict[str, Any], **fields: Any) -> Media:
+    def new_media(self, data: dict[str, Any], **fields: Any) -> Media:
         now = utcnow()
         name = data.get("original_name") or _name_from_source(fields)
         media = Media(
@@ -253,7 +253,7 @@ class MediaCatalog:
         _set_tags(media, data.get("tags") or [])
         return media
 
-    def _commit_new(
+    def commit_new(
         self,
         media: Media,
         request: RequestKey | None,
@@ -274,7 +274,7 @@ class MediaCatalog:
                     also(session)
         except IntegrityError:
             self.recorded_events.clear()
-            self._discard(written_key)
+            self.discard_object(written_key)
             if request is not None:
                 # A concurrent delivery of the same request won the race: answer as it did.
                 existing = self._replay(request)
@@ -287,12 +287,12 @@ class MediaCatalog:
             raise
         except BaseException:
             self.recorded_events.clear()
-            self._discard(written_key)
+            self.discard_object(written_key)
             raise
         return media
 
     @contextmanager
-    def _change(self) -> Iterator[Session]:
+    def changing(self) -> Iterator[Session]:
         """A transaction changing existing media. Events it recorded vanish with a rollback, and
         a row someone else changed since it was read (optimistic check on ``updated_at``) is a
         Conflict rather than a lost update."""
@@ -306,11 +306,11 @@ class MediaCatalog:
                 raise Conflict("the media changed meanwhile; read it again and retry") from None
             raise
 
-    def _discard(self, key: str | None) -> None:
+    def discard_object(self, key: str | None) -> None:
         if key is None:
             return
         try:
-            self._storage_io(self.storage.delete, key)
+            self.storage_io(self.storage.delete, key)
         except Exception:
             # The orphan sweeper removes it later; the caller must still see the first error.
             log.exception("could not delete orphaned object %s after a failed insert", key)
@@ -328,25 +328,6 @@ class MediaCatalog:
             if media is None:
                 raise NotFound(f"the media first created with {request.label} is purged")
             return media
-
-    def create_assembled(
-        self,
-        data: dict[str, Any],
-        stored: StoredObject,
-        sniffed: Sniffed,
-        also: Callable[[Session], None],
-    ) -> Media:
-        """The record of bytes an upload session assembled and verified."""
-        media = self._new_media(
-            data,
-            storage_key=stored.key,
-            type=sniffed.media_type.value,
-            mime_type=sniffed.mime_type,
-            size=stored.size,
-            checksum=stored.checksum,
-        )
-        # The assembled object is kept if the commit fails: a retried completion reuses it.
-        return self._commit_new(media, None, written_key=None, also=also)
 
     @staticmethod
     def check_acting_for(caller: Caller, user_id: str) -> None:
@@ -475,7 +456,7 @@ class MediaCatalog:
 
     def update(self, caller: Caller, media_id: str, changes: dict[str, Any]) -> Media:
         expected: datetime | None = changes.pop("expected_updated_at", None)
-        with self._change() as session:
+        with self.changing() as session:
             media = self._get_owned(session, caller, media_id)
             if expected is not None and media.updated_at != expected:
                 raise Conflict(
@@ -489,14 +470,14 @@ class MediaCatalog:
         return media
 
     def remove(self, caller: Caller, media_id: str) -> Media:
-        with self._change() as session:
+        with self.changing() as session:
             media = self._get_owned(session, caller, media_id, include_deleted=True)
             if media.deleted_at is None:
                 self._soft_delete(session, media)
         return media
 
     def restore(self, caller: Caller, media_id: str) -> Media:
-        with self._change() as session:
+        with self.changing() as session:
             media = self._get_owned(session, caller, media_id, include_deleted=True)
             if media.deleted_at is None:
                 return media
@@ -512,7 +493,7 @@ class MediaCatalog:
         """Soft-delete what is linked to the entity; a user caller removes only its own media."""
         removed = 0
         while True:
-            with self._change() as session:
+            with self.changing() as session:
                 statement = select(Media).where(
                     Media.entity_type == entity_type,
                     Media.entity_id == entity_id,
@@ -548,8 +529,8 @@ class MediaCatalog:
         """
         cutoff = datetime.now(UTC) - self.settings.orphan_grace
         deleted = 0
-        listing = self._storage_io(self.storage.iter_objects, GENERATED_KEY_PREFIX)
-        while batch := self._storage_io(_take, listing, batch_size):
+        listing = self.storage_io(self.storage.iter_objects, GENERATED_KEY_PREFIX)
+        while batch := self.storage_io(_take, listing, batch_size):
             old = [info.key for info in batch if info.modified_at < cutoff]
             if old:
                 deleted += self._delete_unowned(old)
@@ -559,7 +540,7 @@ class MediaCatalog:
 
     def abort_stale_uploads(self) -> int:
         """Partial multipart uploads of writers that died (S3); nothing on local disk."""
-        aborted = self._storage_io(self.storage.abort_incomplete_uploads, STALE_UPLOAD_AGE)
+        aborted = self.storage_io(self.storage.abort_incomplete_uploads, STALE_UPLOAD_AGE)
         if aborted:
             log.info("aborted %d incomplete uploads older than %s", aborted, STALE_UPLOAD_AGE)
         return aborted
@@ -571,7 +552,7 @@ class MediaCatalog:
             )
         deleted = 0
         for key in keys:
-            if key not in owned and self._storage_io(self.storage.delete, key):
+            if key not in owned and self.storage_io(self.storage.delete, key):
                 log.warning("deleted orphaned object %s (no media record owns it)", key)
                 deleted += 1
         return deleted
@@ -597,7 +578,7 @@ class MediaCatalog:
             missing = [
                 (media_id, key)
                 for media_id, key in rows
-                if not self._storage_io(self.storage.exists, key)
+                if not self.storage_io(self.storage.exists, key)
             ]
             if len(rows) >= SUSPICIOUS_BATCH and len(missing) == len(rows):
                 # Every object gone at once is an unmounted volume or a wrong bucket far more
@@ -617,7 +598,7 @@ class MediaCatalog:
 
     def _mark_failed(self, media_id: str, key: str) -> int:
         try:
-            with self._change() as session:
+            with self.changing() as session:
                 media = session.scalar(
                     select(Media)
                     .where(Media.id == media_id, Media.status == READY)
@@ -665,7 +646,7 @@ class MediaCatalog:
         purged = 0
         for media_id, key in due:
             if key:
-                self._storage_io(self.storage.delete, key)
+                self.storage_io(self.storage.delete, key)
             purged += self._delete_purged_row(media_id, cutoff)
         if purged:
             log.info("purged %d media past their retention period", purged)
@@ -673,7 +654,7 @@ class MediaCatalog:
 
     def _delete_purged_row(self, media_id: str, cutoff: datetime) -> int:
         try:
-            with self._change() as session:
+            with self.changing() as session:
                 media = session.scalar(
                     select(Media)
                     .where(Media.id == media_id, Media.deleted_at < cutoff)
@@ -742,7 +723,7 @@ def _request_hash(data: dict[str, Any], checksum: str | None) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def _checksum_of(storage: Storage, key: str) -> str:
+def checksum_of(storage: Storage, key: str) -> str:
     digest = hashlib.sha256()
     for chunk in storage.iter_chunks(key):
         digest.update(chunk)

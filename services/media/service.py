@@ -14,6 +14,7 @@ from werkzeug.wrappers import Request, Response
 from schemas import load
 from schemas.media import (
     CreateMediaSchema,
+    InitiateUploadSchema,
     MediaQuerySchema,
     UpdateMediaSchema,
     UploadFileSchema,
@@ -40,6 +41,7 @@ from services.media.exceptions import (
 )
 from services.media.ids import isoformat_z
 from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
+from services.media.uploads import Uploads
 from services.media.urls import LinkRejected
 from storage.errors import ObjectNotFound
 from storage.errors import StorageUnavailable as BackendUnavailable
@@ -52,6 +54,7 @@ CREATE = CreateMediaSchema()
 UPDATE = UpdateMediaSchema()
 QUERY = MediaQuerySchema()
 URL_OPTIONS = UrlOptionsSchema()
+INITIATE_UPLOAD = InitiateUploadSchema()
 
 # Publishing right after commit must not hold the reply for long when the broker is away:
 # the outbox relay retries later anyway.
@@ -137,6 +140,40 @@ class MediaService:
             )
             return {"url": link.url, "expiresAt": isoformat_z(link.expires_at)}
 
+    # -- upload sessions --------------------------------------------------------------------
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def initiateUpload(self, data: Any) -> dict[str, Any]:
+        with self._boundary():
+            upload = self.uploads.initiate(self.caller, load(INITIATE_UPLOAD, data))
+            # The HTTP (tus) upload URL comes with the HTTP upload work; parts go over RPC now.
+            return self.uploads.progress(self.caller, upload.id) | {"uploadUrl": None}
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def uploadPart(self, uploadId: Any, offset: Any, content: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.uploads.put_part(self.caller, _text("uploadId", uploadId), offset, content)
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def getUploadProgress(self, uploadId: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.uploads.progress(self.caller, _text("uploadId", uploadId))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def completeUpload(self, uploadId: Any) -> dict[str, Any]:
+        with self._boundary():
+            media = self.uploads.complete(self.caller, _text("uploadId", uploadId))
+            return self.catalog.present(media)
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def cancelUpload(self, uploadId: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.uploads.cancel(self.caller, _text("uploadId", uploadId))
+
+    @property
+    def uploads(self) -> Uploads:
+        return Uploads(self.catalog)
+
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def removeByEntity(self, entityType: Any, entityId: Any) -> dict[str, int]:
         with self._boundary():
@@ -213,6 +250,13 @@ class MediaService:
         return response
 
     # -- background jobs --------------------------------------------------------------------
+
+    @configured_timer("upload_expiry_interval_seconds", 300.0)
+    def expire_uploads(self) -> None:
+        """Discard the parts of upload sessions left idle."""
+        with self._boundary():
+            while self.uploads.expire_idle() == 100:
+                pass
 
     @configured_timer("sweep_interval_seconds", 3600.0)
     def sweep_storage(self) -> None:

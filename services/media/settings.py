@@ -44,6 +44,10 @@ class MediaSettings:
     private_url_ttl: timedelta = timedelta(hours=1)
     max_url_ttl: timedelta = timedelta(days=7)
     orphan_grace: timedelta = timedelta(hours=1)
+    # Parts of upload sessions: 8 MiB fits the RPC cap once base64-encoded, and is above S3's
+    # 5 MiB minimum part size, so every part maps to one multipart part.
+    upload_chunk_size: int = 8 * 1024 * 1024
+    upload_idle: timedelta = timedelta(hours=24)
 
     @property
     def signing_keys(self) -> dict[str, SigningKey]:
@@ -74,6 +78,7 @@ class MediaSettings:
             rpc_max_content_bytes=int(media.get("rpc_max_content_bytes", 11 * 1024 * 1024)),
             upload_policy=policy,
             orphan_grace=timedelta(seconds=float(media.get("orphan_grace_seconds", 3600))),
+            upload_idle=timedelta(seconds=float(media.get("upload_idle_seconds", 86400))),
         )
 
 

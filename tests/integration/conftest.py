@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import collections
 import socket
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import eventlet
 import pytest
 from nameko.events import event_handler
@@ -17,6 +19,7 @@ from nameko.extensions import DependencyProvider
 from services.media.client import media_rpc
 from services.media.service import MediaService
 from tests.conftest import SIGNING_KEY, load_config
+from tests.s3server import MotoServer
 
 EVENT_TYPES = ("media_created", "media_updated", "media_removed", "media_restored", "media_purged")
 
@@ -136,3 +139,43 @@ def connect(service_config: dict[str, Any]) -> Callable[..., AbstractContextMana
 def rpc(connect: Callable[..., Any], media_service: Any) -> Callable[..., Any]:
     """Like ``connect``, with the media service running."""
     return connect
+
+
+# -- the service on S3 (a moto server on loopback) ---------------------------------------------
+
+S3_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3_server):
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1", **S3_CREDENTIALS
+    )
+    name = f"media-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    yield client, name
+    client.close()
+
+
+@pytest.fixture
+def s3_service(runner_factory, service_config, s3_server, bucket):
+    _, name = bucket
+    service_config.update(
+        STORAGE_BACKEND="s3",
+        S3_BUCKET=name,
+        S3_ENDPOINT_URL=s3_server.endpoint_url,
+        S3_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    # S3 stamps objects with its own clock: the tests sweep without a grace period.
+    service_config["MEDIA"]["orphan_grace_seconds"] = 0
+    runner = runner_factory(service_config, MediaService)
+    runner.start()
+    return runner

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 import requests
 from nameko.testing.services import entrypoint_hook
@@ -19,44 +17,8 @@ from services.media.ids import utcnow
 from services.media.models import Media
 from services.media.service import MediaService
 from tests.files import noisy_png_bytes, pdf_bytes, upload_data
-from tests.s3server import MotoServer
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture
-def bucket(s3_server):
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1", **CREDENTIALS
-    )
-    name = f"media-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    yield client, name
-    client.close()
-
-
-@pytest.fixture
-def s3_service(runner_factory, service_config, s3_server, bucket):
-    _, name = bucket
-    service_config.update(
-        STORAGE_BACKEND="s3",
-        S3_BUCKET=name,
-        S3_ENDPOINT_URL=s3_server.endpoint_url,
-        S3_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-    )
-    # S3 stamps objects with its own clock: the tests sweep without a grace period.
-    service_config["MEDIA"]["orphan_grace_seconds"] = 0
-    runner = runner_factory(service_config, MediaService)
-    runner.start()
-    return runner
 
 
 def _keys(client, bucket):

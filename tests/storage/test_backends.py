@@ -10,13 +10,16 @@ import hashlib
 import os
 import random
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
 
-from storage import InvalidKey, ObjectNotFound, Storage, new_key
+from storage import InvalidKey, LocalStorage, ObjectNotFound, PartInfo, Storage, new_key
 from tests.storage.conftest import S3_TEST_PART_SIZE, RawContents
 
 # Backends that keep the content type given to put (the others return None from head).
@@ -411,6 +414,237 @@ def test_a_bug_in_the_chunks_propagates_unchanged(
     with pytest.raises(TypeError):
         backend.put("k", [b"x" * LARGE_SIZE, "not bytes"], "text/plain")  # type: ignore[list-item]
     assert raw_contents() == []
+
+
+# -- staged uploads ---------------------------------------------------------------------------
+
+# Every staged part but the last is S3's minimum; the last one is short.
+PART = S3_TEST_PART_SIZE
+
+
+def split_parts(data: bytes) -> list[bytes]:
+    return [data[i : i + PART] for i in range(0, len(data), PART)]
+
+
+def test_staged_upload_of_parts_in_order(backend: Storage, raw_contents: RawContents) -> None:
+    data = os.urandom(2 * PART + 12_345)
+    key = new_key()
+
+    upload_id = backend.begin_parts(key, "video/mp4")
+    infos = [
+        backend.put_part(key, upload_id, number, chunk)
+        for number, chunk in enumerate(split_parts(data), start=1)
+    ]
+    assert [(info.number, info.size) for info in infos] == [(1, PART), (2, PART), (3, 12_345)]
+    assert all(isinstance(info.etag, str) and info.etag for info in infos)
+    assert not backend.exists(key)
+
+    stored = backend.complete_parts(key, upload_id, infos)
+
+    assert (stored.key, stored.size, stored.checksum) == (key, len(data), sha256(data))
+    assert read_all(backend, key) == data
+    info = backend.head(key)
+    assert info.size == len(data)
+    assert info.content_type == ("video/mp4" if backend.name in KEEPS_CONTENT_TYPE else None)
+    assert raw_contents() == [key]  # the staged parts are gone
+    # A completed upload is no longer known: aborting it changes nothing.
+    backend.abort_parts(key, upload_id)
+    assert read_all(backend, key) == data
+
+
+def test_staged_upload_of_one_small_part(backend: Storage, raw_contents: RawContents) -> None:
+    upload_id = backend.begin_parts("one/part", "text/plain")
+    part = backend.put_part("one/part", upload_id, 1, b"just this")
+    stored = backend.complete_parts("one/part", upload_id, [part])
+    assert (stored.size, stored.checksum) == (9, sha256(b"just this"))
+    assert read_all(backend, "one/part") == b"just this"
+    assert raw_contents() == ["one/part"]
+
+
+def test_staged_parts_put_out_of_order(backend: Storage, raw_contents: RawContents) -> None:
+    data = os.urandom(2 * PART + 777)
+    chunks = split_parts(data)
+    key = new_key()
+
+    upload_id = backend.begin_parts(key, "application/octet-stream")
+    third = backend.put_part(key, upload_id, 3, chunks[2])
+    first = backend.put_part(key, upload_id, 1, chunks[0])
+    second = backend.put_part(key, upload_id, 2, chunks[1])
+    stored = backend.complete_parts(key, upload_id, [second, third, first])
+
+    assert (stored.size, stored.checksum) == (len(data), sha256(data))
+    assert read_all(backend, key) == data
+    assert raw_contents() == [key]
+
+
+def test_a_part_put_twice_is_harmless(backend: Storage, raw_contents: RawContents) -> None:
+    data = os.urandom(PART + 100)
+    chunks = split_parts(data)
+    key = new_key()
+
+    upload_id = backend.begin_parts(key, "application/octet-stream")
+    replaced = backend.put_part(key, upload_id, 1, chunks[0][::-1])  # then retried, right
+    first = backend.put_part(key, upload_id, 1, chunks[0])
+    second = backend.put_part(key, upload_id, 2, chunks[1])
+    assert backend.put_part(key, upload_id, 2, chunks[1]) == second  # a plain retry
+    assert replaced.etag != first.etag
+
+    # The replaced part's etag no longer matches what is stored.
+    with pytest.raises(ValueError):
+        backend.complete_parts(key, upload_id, [replaced, second])
+    assert not backend.exists(key)
+
+    stored = backend.complete_parts(key, upload_id, [first, second])
+    assert (stored.size, stored.checksum) == (len(data), sha256(data))
+    assert read_all(backend, key) == data
+    assert raw_contents() == [key]
+
+
+def test_abort_parts_leaves_nothing(backend: Storage, raw_contents: RawContents) -> None:
+    data = os.urandom(PART + 10)
+    key = new_key()
+    upload_id = backend.begin_parts(key, "application/octet-stream")
+    parts = [
+        backend.put_part(key, upload_id, number, chunk)
+        for number, chunk in enumerate(split_parts(data), start=1)
+    ]
+    assert raw_contents() != []  # the staged parts are kept somewhere
+
+    backend.abort_parts(key, upload_id)
+
+    assert raw_contents() == []  # no staged file, no incomplete multipart upload
+    assert not backend.exists(key)
+    backend.abort_parts(key, upload_id)  # twice is fine
+    with pytest.raises(ObjectNotFound):
+        backend.put_part(key, upload_id, 1, b"late")
+    with pytest.raises(ObjectNotFound):
+        backend.complete_parts(key, upload_id, parts)
+    assert raw_contents() == []
+
+
+def test_complete_with_a_missing_part(backend: Storage, raw_contents: RawContents) -> None:
+    data = os.urandom(2 * PART + 5)
+    chunks = split_parts(data)
+    key = new_key()
+    upload_id = backend.begin_parts(key, "application/octet-stream")
+    first = backend.put_part(key, upload_id, 1, chunks[0])
+    third = backend.put_part(key, upload_id, 3, chunks[2])
+    never_put = PartInfo(number=2, size=PART, etag=first.etag)
+
+    with pytest.raises(ValueError):
+        backend.complete_parts(key, upload_id, [first, never_put, third])
+
+    assert not backend.exists(key)
+    assert list(backend.iter_objects()) == []
+    # The upload is left as it was: the missing part can still be put.
+    second = backend.put_part(key, upload_id, 2, chunks[1])
+    stored = backend.complete_parts(key, upload_id, [first, second, third])
+    assert (stored.size, stored.checksum) == (len(data), sha256(data))
+    assert raw_contents() == [key]
+
+
+def test_complete_with_a_wrong_etag(backend: Storage, raw_contents: RawContents) -> None:
+    chunks = split_parts(os.urandom(PART + 5))
+    key = new_key()
+    upload_id = backend.begin_parts(key, "application/octet-stream")
+    first = backend.put_part(key, upload_id, 1, chunks[0])
+    second = backend.put_part(key, upload_id, 2, chunks[1])
+
+    with pytest.raises(ValueError):
+        backend.complete_parts(key, upload_id, [first, PartInfo(2, second.size, first.etag)])
+
+    assert not backend.exists(key)
+    backend.abort_parts(key, upload_id)
+    assert raw_contents() == []
+
+
+def test_bad_part_numbers_and_part_lists(backend: Storage, raw_contents: RawContents) -> None:
+    upload_id = backend.begin_parts("k", "text/plain")
+    for number in (0, -1, 10_001):
+        with pytest.raises(ValueError):
+            backend.put_part("k", upload_id, number, b"x")
+    part = backend.put_part("k", upload_id, 1, b"x")
+    with pytest.raises(ValueError):
+        backend.complete_parts("k", upload_id, [])
+    with pytest.raises(ValueError):
+        backend.complete_parts("k", upload_id, [part, part])
+    with pytest.raises(InvalidKey):
+        backend.begin_parts("../escape", "text/plain")
+    with pytest.raises(InvalidKey):
+        backend.put_part("a//b", upload_id, 1, b"x")
+    backend.abort_parts("k", upload_id)
+    assert raw_contents() == []
+
+
+@pytest.mark.parametrize("upload_id", [uuid.uuid4().hex, "../../etc", "not-an-id"])
+def test_unknown_upload_ids(backend: Storage, raw_contents: RawContents, upload_id: str) -> None:
+    key = new_key()
+    with pytest.raises(ObjectNotFound):
+        backend.put_part(key, upload_id, 1, b"x")
+    with pytest.raises(ObjectNotFound):
+        backend.complete_parts(key, upload_id, [PartInfo(1, 1, "0" * 64)])
+    assert backend.abort_parts(key, upload_id) is None
+    assert raw_contents() == []
+
+
+def test_staged_parts_are_not_listed(backend: Storage) -> None:
+    backend.put("kept", [b"k"], "text/plain")
+    backend.put("replaced", [b"old"], "text/plain")
+    upload_id = backend.begin_parts("replaced", "text/plain")
+    part = backend.put_part("replaced", upload_id, 1, b"new bytes")
+
+    assert {info.key for info in backend.iter_objects()} == {"kept", "replaced"}
+    assert read_all(backend, "replaced") == b"old"  # untouched until completed
+
+    backend.complete_parts("replaced", upload_id, [part])
+    listed = {info.key: info.size for info in backend.iter_objects()}
+    assert listed == {"kept": 1, "replaced": 9}
+    assert read_all(backend, "replaced") == b"new bytes"
+
+
+def test_local_staged_upload_layout(local_backend: LocalStorage, local_root: Path) -> None:
+    upload_id = local_backend.begin_parts("media/x", "text/plain")
+    assert re.fullmatch(r"[0-9a-f]{32}", upload_id)
+    part = local_backend.put_part("media/x", upload_id, 7, b"seven")
+    staging = local_root / f".tmp-upload-{upload_id}"
+    assert (staging / "part-00007").read_bytes() == b"seven"
+    assert part == PartInfo(7, 5, hashlib.sha256(b"seven").hexdigest())
+    assert not any(p.name.startswith(".tmp-") for p in staging.iterdir())  # no temp files left
+    # The id belongs to its key, as on S3.
+    with pytest.raises(ObjectNotFound):
+        local_backend.put_part("media/y", upload_id, 1, b"x")
+    with pytest.raises(ObjectNotFound):
+        local_backend.complete_parts("media/y", upload_id, [part])
+    local_backend.abort_parts("media/y", upload_id)
+    assert staging.is_dir()
+    local_backend.complete_parts("media/x", upload_id, [part])
+    assert not staging.exists()
+    assert (local_root / "media/x").read_bytes() == b"seven"
+
+
+def test_local_abandoned_staged_uploads_are_removed(
+    local_backend: LocalStorage, local_root: Path
+) -> None:
+    abandoned = local_backend.begin_parts("media/old", "text/plain")
+    local_backend.put_part("media/old", abandoned, 1, b"old part")
+    fresh = local_backend.begin_parts("media/new", "text/plain")
+    fresh_part = local_backend.put_part("media/new", fresh, 1, b"new part")
+    # A process that died inside begin_parts: a directory without its key file.
+    half_begun = local_root / f".tmp-upload-{uuid.uuid4().hex}"
+    half_begun.mkdir()
+    old = time.time() - 2 * 86400
+    for upload in (local_root / f".tmp-upload-{abandoned}", half_begun):
+        for path in [*upload.iterdir(), upload]:
+            os.utime(path, (old, old))
+
+    assert local_backend.abort_incomplete_uploads(timedelta(days=1)) == 2
+
+    assert sorted(p.name for p in local_root.iterdir()) == [f".tmp-upload-{fresh}"]
+    with pytest.raises(ObjectNotFound):
+        local_backend.put_part("media/old", abandoned, 2, b"too late")
+    stored = local_backend.complete_parts("media/new", fresh, [fresh_part])
+    assert stored.checksum == sha256(b"new part")
+    assert local_backend.abort_incomplete_uploads(timedelta(days=1)) == 0
 
 
 # -- health and URLs ----------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Upload sessions over RPC: parts in any order, progress, verification, cancel and expiry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from services.media.exceptions import (
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from services.media.ids import utcnow
+from services.media.models import UploadSession
+from tests.files import HTML_PAGE, noisy_png_bytes
+from tests.unit.conftest import act_as
+
+CHUNK = 1024
+
+
+@pytest.fixture
+def uploads(service, settings):
+    # Small parts keep the tests fast; production parts are 8 MiB.
+    service.catalog.settings = replace(settings, upload_chunk_size=CHUNK)
+    return service
+
+
+def _start(service, data, **extra):
+    request = {"originalName": "photo.png", "userId": "u-1", "size": len(data)} | extra
+    return service.initiateUpload(request)
+
+
+def _part(service, upload_id, data, number):
+    offset = (number - 1) * CHUNK
+    piece = data[offset : offset + CHUNK]
+    return service.uploadPart(upload_id, offset, base64.b64encode(piece).decode())
+
+
+def _staged_files(storage_root):
+    return [p for p in storage_root.rglob("*") if p.is_file()] if storage_root.exists() else []
+
+
+def test_parts_in_any_order_become_one_verified_media(uploads, storage, dispatched):
+    data = noisy_png_bytes(3000)
+    checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+    started = _start(uploads, data, checksum=checksum, tags=["trip"], isPublic=True)
+    assert started["status"] == "PENDING" and started["chunkSize"] == CHUNK
+    assert started["expiresAt"].endswith("Z") and started["uploadUrl"] is None
+    parts = -(-len(data) // CHUNK)
+    seen = []
+    for number in [parts, 1, *range(2, parts), 1]:  # last first, and part 1 twice
+        progress = _part(uploads, started["uploadId"], data, number)
+        seen.append(progress["bytesUploaded"])
+        assert progress["status"] == "UPLOADING"
+        assert progress["percentComplete"] < 100
+    assert seen == sorted(seen)  # monotone, and the repeated part changed nothing
+    assert progress["bytesUploaded"] == len(data)
+    assert progress["speed"] > 0 and progress["remainingTime"] == 0
+
+    media = uploads.completeUpload(started["uploadId"])
+    assert media["status"] == "READY" and media["size"] == len(data)
+    assert media["checksum"] == checksum and media["mimeType"] == "image/png"
+    assert media["tags"] == ["trip"] and media["isPublic"] is True
+    stored = b"".join(storage.iter_chunks(next(iter(storage.iter_objects())).key))
+    assert stored == data
+    done = uploads.getUploadProgress(started["uploadId"])
+    assert done["status"] == "READY" and done["percentComplete"] == 100
+    assert done["mediaId"] == media["id"] and done["completedAt"].endswith("Z")
+    assert uploads.completeUpload(started["uploadId"]) == media  # completing again is harmless
+    assert dispatched.types() == ["media_created"]
+
+
+def test_progress_midway(uploads):
+    data = noisy_png_bytes(5000)
+    upload_id = _start(uploads, data)["uploadId"]
+    progress = _part(uploads, upload_id, data, 1)
+    assert progress["bytesUploaded"] == CHUNK and progress["totalBytes"] == len(data)
+    assert 0 < progress["percentComplete"] < 100
+    assert progress["speed"] > 0
+    assert progress["remainingTime"] == pytest.approx((len(data) - CHUNK) / progress["speed"], 0.1)
+
+
+@pytest.mark.parametrize(
+    ("offset", "content", "error", "message"),
+    [
+        (100, b"x" * CHUNK, ValidationError, "multiple of chunkSize"),
+        (0, b"x" * 10, ValidationError, "must be chunkSize"),
+        (-1024, b"x" * CHUNK, ValidationError, "0 or more"),
+        (2 * CHUNK, b"x" * CHUNK, PayloadTooLarge, "past the declared size"),
+        (0, None, ValidationError, "non-empty base64"),
+    ],
+)
+def test_bad_parts(uploads, storage_root, offset, content, error, message):
+    data = noisy_png_bytes(2000)
+    upload_id = _start(uploads, data)["uploadId"]
+    encoded = None if content is None else base64.b64encode(content).decode()
+    with pytest.raises(error, match=message):
+        uploads.uploadPart(upload_id, offset, encoded)
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 0
+
+
+def test_invalid_base64_part(uploads):
+    upload_id = _start(uploads, noisy_png_bytes(2000))["uploadId"]
+    with pytest.raises(ValidationError, match="Not valid base64"):
+        uploads.uploadPart(upload_id, 0, "!!!!")
+
+
+def test_a_client_lying_about_its_size_is_stopped_at_the_limit(uploads):
+    declared = noisy_png_bytes(1500)
+    upload_id = _start(uploads, declared)["uploadId"]
+    _part(uploads, upload_id, declared, 1)
+    with pytest.raises(PayloadTooLarge, match="past the declared size"):
+        uploads.uploadPart(upload_id, CHUNK, base64.b64encode(b"y" * CHUNK).decode())
+
+
+def test_completing_with_parts_missing(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    _part(uploads, upload_id, data, 1)
+    with pytest.raises(Conflict, match=r"missing at offsets \[1024, 2048, "):
+        uploads.completeUpload(upload_id)
+    assert uploads.getUploadProgress(upload_id)["status"] == "UPLOADING"
+
+
+def test_a_wrong_checksum_fails_and_leaves_nothing(uploads, storage_root, written):
+    data = noisy_png_bytes(1500)
+    upload_id = _start(uploads, data, checksum="sha256:" + "0" * 64)["uploadId"]
+    for number in (1, 2):
+        _part(uploads, upload_id, data, number)
+    with pytest.raises(Conflict, match="not the declared"):
+        uploads.completeUpload(upload_id)
+    progress = uploads.getUploadProgress(upload_id)
+    assert progress["status"] == "FAILED" and "checksum" in progress["failureReason"]
+    assert _staged_files(storage_root) == []
+    assert written.counts()["media"] == 0
+
+
+def test_a_disallowed_type_fails_at_verification(uploads, storage_root, written):
+    upload_id = _start(uploads, HTML_PAGE, originalName="page.png")["uploadId"]
+    uploads.uploadPart(upload_id, 0, base64.b64encode(HTML_PAGE).decode())
+    with pytest.raises(UnsupportedMediaType, match="text/html"):
+        uploads.completeUpload(upload_id)
+    assert uploads.getUploadProgress(upload_id)["status"] == "FAILED"
+    assert _staged_files(storage_root) == []
+    assert written.counts()["media"] == 0
+
+
+def test_cancel_discards_the_parts_and_says_so(uploads, storage_root, dispatched):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    _part(uploads, upload_id, data, 1)
+    assert _staged_files(storage_root)
+    cancelled = uploads.cancelUpload(upload_id)
+    assert cancelled["status"] == "CANCELLED"
+    assert _staged_files(storage_root) == []
+    assert uploads.cancelUpload(upload_id)["status"] == "CANCELLED"  # twice is fine
+    with pytest.raises(Conflict, match="CANCELLED"):
+        _part(uploads, upload_id, data, 2)
+    with pytest.raises(Conflict, match="CANCELLED"):
+        uploads.completeUpload(upload_id)
+    assert dispatched.types() == ["upload_cancelled"]
+    assert dispatched[0][1]["upload"]["uploadId"] == upload_id
+
+
+def test_idle_sessions_expire_and_their_parts_go(uploads, sessions, storage_root, settings):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    _part(uploads, upload_id, data, 1)
+    fresh = _start(uploads, data)["uploadId"]
+    with sessions.begin() as session:
+        session.execute(
+            update(UploadSession)
+            .where(UploadSession.id == upload_id)
+            .values(updated_at=utcnow() - settings.upload_idle - timedelta(minutes=1))
+        )
+    uploads.expire_uploads()
+    assert uploads.getUploadProgress(upload_id)["status"] == "EXPIRED"
+    assert uploads.getUploadProgress(fresh)["status"] == "PENDING"
+    # Only the fresh session's (empty) staging area is left; the expired one's part is gone.
+    assert [p.name for p in _staged_files(storage_root) if p.name.startswith("part-")] == []
+    assert len(list(storage_root.glob(".tmp-upload-*"))) == 1
+    with pytest.raises(Conflict, match="EXPIRED"):
+        _part(uploads, upload_id, data, 2)
+
+
+def test_only_the_uploader_sees_a_session(uploads):
+    upload_id = _start(uploads, noisy_png_bytes(1500))["uploadId"]
+    act_as(uploads, "u-2")
+    for call in (
+        lambda: uploads.getUploadProgress(upload_id),
+        lambda: uploads.cancelUpload(upload_id),
+        lambda: uploads.completeUpload(upload_id),
+        lambda: uploads.uploadPart(upload_id, 0, "AAAA"),
+    ):
+        with pytest.raises(NotFound):
+            call()
+    act_as(uploads, "mod", "admin")
+    assert uploads.getUploadProgress(upload_id)["status"] == "PENDING"
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "field"),
+    [
+        ({"size": 0}, ValidationError, "size"),
+        ({"size": "10"}, ValidationError, "size"),
+        ({"checksum": "md5:abc"}, ValidationError, "checksum"),
+        ({"content": "AAAA"}, ValidationError, "content"),
+        ({"size": 10**12}, PayloadTooLarge, None),
+        ({"size": 30 * 1024 * 1024, "mimeType": "image/png"}, PayloadTooLarge, None),
+    ],
+)
+def test_bad_initiation(uploads, written, change, error, field):
+    with pytest.raises(error) as caught:
+        _start(uploads, b"x", **change)
+    if field:
+        assert field in caught.value.fields
+    assert written.counts()["media"] == 0
