@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 PENDING, UPLOADING, VERIFYING = "PENDING", "UPLOADING", "VERIFYING"
 READY, FAILED, CANCELLED, EXPIRED = "READY", "FAILED", "CANCELLED", "EXPIRED"
 OPEN = (PENDING, UPLOADING)
+# A completion that died half-way is idle too; its assembled bytes are the sweeper's then.
+EXPIRABLE = (*OPEN, VERIFYING)
 SPEED_WINDOW = timedelta(seconds=30)
 
 
@@ -304,7 +306,7 @@ class Uploads:
             idle = list(
                 session.scalars(
                     select(UploadSession)
-                    .where(UploadSession.status.in_(OPEN), UploadSession.updated_at < cutoff)
+                    .where(UploadSession.status.in_(EXPIRABLE), UploadSession.updated_at < cutoff)
                     .limit(limit)
                 )
             )
@@ -314,7 +316,7 @@ class Uploads:
             )
             with self.sessions.begin() as session:
                 row = session.get(UploadSession, upload.id, with_for_update=True)
-                if row is not None and row.status in OPEN and row.updated_at < cutoff:
+                if row is not None and row.status in EXPIRABLE and row.updated_at < cutoff:
                     row.status = EXPIRED
                     row.updated_at = utcnow()
         if idle:

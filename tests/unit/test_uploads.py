@@ -222,3 +222,25 @@ def test_bad_initiation(uploads, written, change, error, field):
     if field:
         assert field in caught.value.fields
     assert written.counts()["media"] == 0
+
+
+def test_a_completion_that_died_half_way_is_finished_by_a_retry(uploads, monkeypatch, storage):
+    """Killed after assembling the file and before the commit: the retry reuses the bytes."""
+    import services.media.uploads as uploads_module
+
+    data = noisy_png_bytes(2500)
+    upload_id = _start(uploads, data)["uploadId"]
+    for number in range(1, -(-len(data) // CHUNK) + 1):
+        _part(uploads, upload_id, data, number)
+
+    def die(*args, **kwargs):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(uploads_module, "sniff", die)
+    with pytest.raises(SystemExit):
+        uploads.completeUpload(upload_id)
+    monkeypatch.undo()
+    assert uploads.getUploadProgress(upload_id)["status"] == "VERIFYING"
+    media = uploads.completeUpload(upload_id)
+    assert media["size"] == len(data)
+    assert media["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
