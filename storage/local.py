@@ -285,10 +285,9 @@ class LocalStorage(Storage):
         return PartInfo(number=number, size=size, etag=etag)
 
     def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
-        """Concatenate the part files into a temp file beside the target while hashing (each part
-        is checked against its etag on the way), fsync, rename, fsync the directory, then remove
-        the staging directory. One read of each part, no extra copy."""
-        path = self._path(key)
+        """Stream the part files through :meth:`put` (each checked against its etag on the way),
+        then remove the staging directory. One read of each part, no extra copy."""
+        self._path(key)  # an invalid key fails before anything is read
         ordered = check_parts(parts)
         staging = self._staging(key, upload_id)
         missing = [
@@ -301,41 +300,27 @@ class LocalStorage(Storage):
                 f"cannot complete upload {upload_id} of {key!r}: part(s) {missing} were never "
                 "stored"
             )
-        directory = os.path.dirname(path)
-        fd, tmp, created = self._create_temp(key)
-        hasher = hashlib.sha256()
-        size = 0
-        f = os.fdopen(fd, "wb")
-        try:
-            for part in ordered:
-                part_hasher = hashlib.sha256()
-                for chunk in _read_part(key, upload_id, staging, part.number):
-                    hasher.update(chunk)
-                    part_hasher.update(chunk)
-                    with _writing(key):
-                        size += f.write(chunk)
-                if part_hasher.hexdigest() != part.etag:
-                    raise ValueError(
-                        f"cannot complete upload {upload_id} of {key!r}: part {part.number} "
-                        f"has etag {part_hasher.hexdigest()}, not {part.etag!r}"
-                    )
-            with _writing(key):
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
-                os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                f.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        with _writing(key):
-            for synced in sorted({directory, *(os.path.dirname(d) for d in created)}):
-                _fsync_dir(synced)
+        # put() does the atomic write; a part whose bytes do not match its etag stops it midway,
+        # which leaves no object behind.
+        stored = self.put(key, self._verified_parts(key, upload_id, staging, ordered), "")
         # Best effort: the object is in place; leftovers go with abort_incomplete_uploads.
         _discard_upload(self.root, staging)
-        return StoredObject(key=key, size=size, checksum=f"sha256:{hasher.hexdigest()}")
+        return stored
+
+    @staticmethod
+    def _verified_parts(
+        key: str, upload_id: str, staging: str, parts: list[PartInfo]
+    ) -> Iterator[bytes]:
+        for part in parts:
+            part_hasher = hashlib.sha256()
+            for chunk in _read_part(key, upload_id, staging, part.number):
+                part_hasher.update(chunk)
+                yield chunk
+            if part_hasher.hexdigest() != part.etag:
+                raise ValueError(
+                    f"cannot complete upload {upload_id} of {key!r}: part {part.number} "
+                    f"has etag {part_hasher.hexdigest()}, not {part.etag!r}"
+                )
 
     def abort_parts(self, key: str, upload_id: str) -> None:
         """Rename the staging directory away (the id is dead from then on), then remove it."""
