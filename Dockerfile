@@ -12,11 +12,13 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # libmagic1 (and the magic database it depends on): content sniffing through python-magic.
-# Nothing else is needed at runtime: psycopg2-binary and pillow bring their libraries in their
-# wheels. Not version-pinned: the Debian point release and security updates come with it.
+# ffmpeg and poppler-utils: facts, poster frames and previews of video, audio and PDF (without
+# them processing records that no facts could be extracted). psycopg2-binary and pillow bring
+# their libraries in their wheels. Not version-pinned: the Debian point release and security
+# updates come with them.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libmagic1 \
+ && apt-get install -y --no-install-recommends libmagic1 ffmpeg poppler-utils \
  && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --gid 10001 media \

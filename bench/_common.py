@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -453,3 +454,46 @@ def service_config(overrides: Mapping[str, str]) -> dict[str, Any]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class RssSampler:
+    """Peak resident memory of another process, sampled every few milliseconds."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def write_video(path: Path, size: int) -> None:
+    """An MP4-shaped file (the policy accepts it) of random bytes, so nothing compresses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
+        remaining = size - 24
+        block = os.urandom(1024 * 1024)
+        while remaining > 0:
+            handle.write(block[: min(len(block), remaining)])
+            remaining -= len(block)

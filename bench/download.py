@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from bench._common import exit_on_sigterm, media_stack, print_machine, print_table, verdict
+from bench._common import (
+    RssSampler,
+    exit_on_sigterm,
+    media_stack,
+    print_machine,
+    print_table,
+    verdict,
+    write_video,
+)
 from tests.integration.conftest import free_port
 
 MB = 1024 * 1024
@@ -28,18 +35,6 @@ ROUNDS = 5
 CHUNK = MB
 TARGET_THROUGHPUT = 0.5  # endpoint / disk
 TARGET_MEMORY = 1.2  # peak growth at 256 MB / at 64 MB
-
-
-def write_video(path: Path, size: int) -> None:
-    """An MP4-shaped file (the policy accepts it) of random bytes, so nothing compresses."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
-        remaining = size - 24
-        block = os.urandom(MB)
-        while remaining > 0:
-            handle.write(block[: min(MB, remaining)])
-            remaining -= MB
 
 
 def drop_page_cache() -> bool:
@@ -70,37 +65,6 @@ def download(url: str, size: int) -> float:
             received += len(chunk)
     assert received == size, (received, size)
     return time.perf_counter() - started
-
-
-class RssSampler:
-    """Peak resident memory of another process, sampled every few milliseconds."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.005)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import time
 from typing import Any
 
 from nameko.standalone.rpc import ClusterRpcProxy
@@ -52,8 +53,10 @@ TARGETS = {"findOne": 1.5, "findAll": 2.0}
 
 
 def seed(media: Any) -> list[str]:
-    """Upload ``SEED_MEDIA`` tiny PNGs over RPC; returns their ids."""
-    return [
+    """Upload ``SEED_MEDIA`` tiny PNGs over RPC and wait until processing made their variants
+    (so records are as callers see them, and no processing competes with the measurement);
+    returns their ids."""
+    ids = [
         media.upload_file(
             {
                 "userId": f"user-{number % 5}",
@@ -64,6 +67,12 @@ def seed(media: Any) -> list[str]:
         )["id"]
         for number in range(SEED_MEDIA)
     ]
+    deadline = time.monotonic() + 300
+    while media.findAll({"status": "PROCESSING", "withTotal": True, "limit": 1})["total"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the seeded media were not processed within 5 minutes")
+        time.sleep(0.5)
+    return ids
 
 
 def handler_bodies(stack: Stack, ids: list[str]) -> Rounds:

@@ -81,6 +81,8 @@ class InitiateUploadSchema(_NewMediaSchema):
     checksum = fields.String(
         validate=Regexp(r"^sha256:[0-9a-f]{64}$", error="Must be sha256:<64 lowercase hex>.")
     )
+    # Send the bytes straight to the bucket through presigned URLs (S3 backend only).
+    direct = strict_bool()
 
 
 class CreateMediaSchema(_NewMediaSchema):
@@ -161,6 +163,41 @@ class UrlOptionsSchema(Schema):
     variant = fields.String(validate=Length(1, 64))
 
 
+_OUTPUT_FORMATS = ("WEBP", "JPEG", "PNG", "ORIGINAL")
+
+
+class ResizeSchema(Schema):
+    """``resize(id, options)``: a box of up to 16383 px a side; never enlarged."""
+
+    width = fields.Integer(strict=True, validate=Range(1, 16383), load_default=None)
+    height = fields.Integer(strict=True, validate=Range(1, 16383), load_default=None)
+    fit = fields.String(validate=OneOf(("inside", "cover")), load_default="inside")
+    format = fields.String(validate=OneOf(_OUTPUT_FORMATS), load_default="WEBP")
+    quality = fields.Integer(strict=True, validate=Range(1, 100), load_default=80)
+
+    @validates_schema
+    def _a_size(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("width") is None and data.get("height") is None:
+            raise ValidationError("Give width, height or both.", field_name="width")
+        if data.get("fit") == "cover" and (data.get("width") is None or data.get("height") is None):
+            raise ValidationError("fit 'cover' needs both width and height.", field_name="fit")
+
+
+class CropSchema(Schema):
+    """``crop(id, options)``: a box in displayed (upright) pixels of the original."""
+
+    x = fields.Integer(strict=True, required=True, validate=Range(min=0))
+    y = fields.Integer(strict=True, required=True, validate=Range(min=0))
+    width = fields.Integer(strict=True, required=True, validate=Range(1, 16383))
+    height = fields.Integer(strict=True, required=True, validate=Range(1, 16383))
+    format = fields.String(validate=OneOf(_OUTPUT_FORMATS), load_default="WEBP")
+    quality = fields.Integer(strict=True, validate=Range(1, 100), load_default=80)
+
+
+class RegenerateSchema(Schema):
+    limit = fields.Integer(strict=True, validate=Range(1, 1000), load_default=20)
+
+
 class MediaSchema(Schema):
     """The Media record as callers and event subscribers see it."""
 
@@ -186,6 +223,10 @@ class MediaSchema(Schema):
     created_at = UtcDateTime(data_key="createdAt")
     updated_at = UtcDateTime(data_key="updatedAt")
     deleted_at = UtcDateTime(data_key="deletedAt", allow_none=True)
+    # What processing extracted (dimensions, duration, codecs, placeholders, ...), and why it
+    # failed; variants are added by the catalog, with their URLs.
+    facts = fields.Dict(allow_none=True)
+    processing_error = fields.String(data_key="processingError", allow_none=True)
 
 
 def _compile_dump(schema: Schema) -> list[tuple[str, str, Callable[[Any], Any]]]:

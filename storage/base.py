@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from storage.errors import InvalidKey, ObjectNotFound
 
@@ -196,9 +197,14 @@ class Storage(ABC):
     # completed nor aborted are removed by abort_incomplete_uploads.
 
     @abstractmethod
-    def begin_parts(self, key: str, content_type: str) -> str:
+    def begin_parts(self, key: str, content_type: str, part_size: int | None = None) -> str:
         """Start a staged upload that will become the object at ``key``; returns its opaque
-        upload id, which the other ``*_parts`` calls take together with the same ``key``."""
+        upload id, which the other ``*_parts`` calls take together with the same ``key``.
+
+        ``part_size``, when the caller knows it, is the size of every part but the last: a
+        backend may then store each part at its place in the object as it arrives, so that
+        completing is not a copy (the local backend does).
+        """
 
     @abstractmethod
     def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> PartInfo:
@@ -225,6 +231,29 @@ class Storage(ABC):
         """Discard the staged parts. Idempotent: an unknown, already aborted or completed
         upload id is a no-op."""
 
+    # -- uploads straight to the backend, bypassing the service -------------------------------
+    #
+    # Where the backend can hand out its own signed upload URLs (S3), a client sends the parts
+    # of a staged upload, or a small object whole, to the backend itself.
+
+    supports_direct_upload: bool = False
+
+    def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
+        """A URL to which a client PUTs part ``number`` of the staged upload."""
+        raise NotImplementedError(f"{self.name} storage takes no direct uploads")
+
+    def presign_post(
+        self, key: str, size: int, content_type: str, expires_in: int
+    ) -> dict[str, Any]:
+        """``{"url", "fields"}`` of an HTML form POST that stores exactly ``size`` bytes at
+        ``key``: the client sends ``fields`` and then the file as the ``file`` field."""
+        raise NotImplementedError(f"{self.name} storage takes no direct uploads")
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """The parts stored so far, in number order; :class:`ObjectNotFound` if the upload id is
+        unknown, aborted or completed."""
+        raise NotImplementedError(f"{self.name} storage takes no direct uploads")
+
     def abort_incomplete_uploads(self, older_than: timedelta) -> int:
         """Discard partial uploads older than ``older_than``; returns how many. Backends whose
         writes leave nothing behind when interrupted have none."""
@@ -233,6 +262,11 @@ class Storage(ABC):
     @abstractmethod
     def check(self) -> None:
         """Raise :class:`StorageUnavailable` if the backend cannot be used (health check)."""
+
+    def local_path(self, key: str) -> str | None:
+        """A path on this machine where the object can be read as a file, if the backend
+        keeps it as one (so tools can read it without a copy); None otherwise."""
+        return None
 
     def presigned_get_url(
         self, key: str, expires_in: int, *, content_type: str, disposition: str

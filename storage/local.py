@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 from storage.base import (
     DEFAULT_CHUNK_SIZE,
@@ -39,6 +40,11 @@ _UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
 # it is removed, so its id stops working at once even if the removal is cut short.
 _TRASH_PREFIX = UPLOAD_PREFIX + "trash-"
 _FILE_MODE = 0o640
+# Each stored part file starts with its etag, the sha256 of the part's bytes.
+_PART_TAG_BYTES = 32
+# With a part size (begin_parts), parts of that size live at their offsets in one data file.
+_PART_SIZE_FILE = "size"
+_DATA_FILE = "data"
 _DIR_MODE = 0o750
 # A concurrent delete may prune a directory a put has just created; a few retries always win
 # because the put's temp file keeps the directory non-empty once it exists.
@@ -130,6 +136,11 @@ class LocalStorage(Storage):
         return True
 
     # -- reading --------------------------------------------------------------------------------
+
+    def local_path(self, key: str) -> str | None:
+        """The object's own file (read it only: objects are immutable once written)."""
+        path = self._path(key)
+        return path if os.path.isfile(path) else None
 
     def head(self, key: str) -> ObjectInfo:
         """Size and mtime of the object's file; ``content_type`` is always None here."""
@@ -245,12 +256,15 @@ class LocalStorage(Storage):
 
     # -- staged uploads -------------------------------------------------------------------------
 
-    def begin_parts(self, key: str, content_type: str) -> str:
+    def begin_parts(self, key: str, content_type: str, part_size: int | None = None) -> str:
         """Create the upload's staging directory under the root, recording ``key`` in it.
 
-        ``content_type`` is not kept, as with put.
+        ``content_type`` is not kept, as with put. With ``part_size``, parts of that size are
+        written at their place in one data file as they arrive, and completing renames it.
         """
         self._path(key)
+        if part_size is not None and (not isinstance(part_size, int) or part_size < 1):
+            raise ValueError(f"part_size must be a positive integer, got {part_size!r}")
         if not os.path.isdir(self.root):
             # Never recreate the root: it may be an unmounted volume's mount point.
             raise StorageUnavailable(f"storage root {self.root!r} is missing")
@@ -264,9 +278,11 @@ class LocalStorage(Storage):
                 f"cannot start a staged upload of {key!r}: {_describe(exc)}"
             ) from exc
         try:
+            if part_size is not None:
+                _write_atomically(staging, _PART_SIZE_FILE, [str(part_size).encode()], key)
             # Until this file is in place the id is unknown: a crash leaves a directory that
             # abort_incomplete_uploads removes.
-            _write_atomically(staging, UPLOAD_KEY_FILE, key.encode(), key)
+            _write_atomically(staging, UPLOAD_KEY_FILE, [key.encode()], key)
             with _writing(key):
                 _fsync_dir(self.root)
         except BaseException:
@@ -275,14 +291,25 @@ class LocalStorage(Storage):
         return upload_id
 
     def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> PartInfo:
-        """Write the part atomically (temp file, fsync, rename) as ``part-NNNNN``."""
+        """Write the part atomically (temp file, fsync, rename) as ``part-NNNNN``: its etag,
+        then its bytes."""
         self._path(key)
         check_part_number(number)
         size = memoryview(data).nbytes  # also rejects what is not bytes-like (str)
         staging = self._staging(key, upload_id)
-        etag = hashlib.sha256(data).hexdigest()
-        _write_atomically(staging, _part_name(number), data, key)
-        return PartInfo(number=number, size=size, etag=etag)
+        # The etag (the part's sha256, so a retry of the same bytes gets the same etag, as on
+        # S3) heads the part file, written atomically with it: completion checks it without
+        # hashing the part a second time.
+        tag = hashlib.sha256(data).digest()
+        part_size = _part_size(key, staging)
+        if size == part_size:
+            # In place: the bytes at their offset in the data file, durable before the part
+            # file (then only its etag) says they are there.
+            _write_at(staging, (number - 1) * part_size, data, key)
+            _write_atomically(staging, _part_name(number), [tag], key)
+        else:
+            _write_atomically(staging, _part_name(number), [tag, data], key)
+        return PartInfo(number=number, size=size, etag=tag.hex())
 
     def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
         """Stream the part files through :meth:`put` (each checked against its etag on the way),
@@ -300,27 +327,62 @@ class LocalStorage(Storage):
                 f"cannot complete upload {upload_id} of {key!r}: part(s) {missing} were never "
                 "stored"
             )
-        # put() does the atomic write; a part whose bytes do not match its etag stops it midway,
-        # which leaves no object behind.
-        stored = self.put(key, self._verified_parts(key, upload_id, staging, ordered), "")
+        part_size = _part_size(key, staging)
+        if part_size is not None and all(part.size == part_size for part in ordered[:-1]):
+            stored = self._complete_in_place(key, upload_id, staging, ordered, part_size)
+        else:
+            # put() does the atomic write; a part whose bytes do not match its etag stops it
+            # midway, which leaves no object behind.
+            chunks = (
+                chunk
+                for part in ordered
+                for chunk in _read_part(key, upload_id, staging, part, part_size)
+            )
+            stored = self.put(key, chunks, "")
         # Best effort: the object is in place; leftovers go with abort_incomplete_uploads.
         _discard_upload(self.root, staging)
         return stored
 
-    @staticmethod
-    def _verified_parts(
-        key: str, upload_id: str, staging: str, parts: list[PartInfo]
-    ) -> Iterator[bytes]:
-        for part in parts:
-            part_hasher = hashlib.sha256()
-            for chunk in _read_part(key, upload_id, staging, part.number):
-                part_hasher.update(chunk)
-                yield chunk
-            if part_hasher.hexdigest() != part.etag:
-                raise ValueError(
-                    f"cannot complete upload {upload_id} of {key!r}: part {part.number} "
-                    f"has etag {part_hasher.hexdigest()}, not {part.etag!r}"
-                )
+    def _complete_in_place(
+        self, key: str, upload_id: str, staging: str, parts: list[PartInfo], part_size: int
+    ) -> StoredObject:
+        """The parts already sit at their offsets in the data file: put the short last part
+        there too, cut the file to size, fsync, hash it once and rename it into place."""
+        data_path = os.path.join(staging, _DATA_FILE)
+        total = sum(part.size for part in parts)
+        hasher = hashlib.sha256()
+        with _writing(key):
+            fd = os.open(data_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            for part in parts:
+                rest = _part_file_rest(key, upload_id, staging, part)
+                if rest:  # a part kept in its own file (the last, shorter one)
+                    with _writing(key):
+                        os.pwrite(fd, rest, (part.number - 1) * part_size)
+            with _writing(key):
+                os.ftruncate(fd, total)
+                os.fsync(fd)
+            with _reading(key):
+                while block := os.read(fd, DEFAULT_CHUNK_SIZE):
+                    hasher.update(block)
+        finally:
+            os.close(fd)
+        path = self._path(key)
+        segments = key.split("/")[:-1]
+        created: list[str] = []
+        with _writing(key):
+            for attempt in range(_DIR_ATTEMPTS):
+                created.extend(self._make_dirs(segments))
+                try:
+                    os.replace(data_path, path)
+                    break
+                except FileNotFoundError:
+                    # A concurrent delete pruned the (empty) directory; make it again.
+                    if attempt == _DIR_ATTEMPTS - 1 or not os.path.isdir(self.root):
+                        raise
+            for synced in sorted({os.path.dirname(path), *(os.path.dirname(d) for d in created)}):
+                _fsync_dir(synced)
+        return StoredObject(key=key, size=total, checksum=f"sha256:{hasher.hexdigest()}")
 
     def abort_parts(self, key: str, upload_id: str) -> None:
         """Rename the staging directory away (the id is dead from then on), then remove it."""
@@ -419,7 +481,7 @@ def _part_name(number: int) -> str:
     return f"part-{number:05d}"
 
 
-def _write_atomically(directory: str, name: str, data: bytes, key: str) -> None:
+def _write_atomically(directory: str, name: str, data: list[bytes], key: str) -> None:
     """``directory/name`` holds ``data`` completely or not at all; durable once this returns.
 
     ObjectNotFound if ``directory`` (a staging directory) is gone.
@@ -434,7 +496,7 @@ def _write_atomically(directory: str, name: str, data: bytes, key: str) -> None:
     try:
         with _writing(key):
             os.fchmod(fd, _FILE_MODE)
-            f.write(data)
+            f.writelines(data)
             f.flush()
             os.fsync(f.fileno())
             f.close()
@@ -449,8 +511,10 @@ def _write_atomically(directory: str, name: str, data: bytes, key: str) -> None:
         _fsync_dir(directory)
 
 
-def _read_part(key: str, upload_id: str, staging: str, number: int) -> Iterator[bytes]:
-    """The bytes of a stored part in chunks; ValueError if it disappeared (aborted meanwhile)."""
+def _open_part(key: str, upload_id: str, staging: str, part: PartInfo) -> IO[bytes]:
+    """The part's file, positioned after its etag; ValueError if it disappeared (aborted
+    meanwhile) or is not the write ``part`` describes."""
+    number = part.number
     try:
         f = open(os.path.join(staging, _part_name(number)), "rb")
     except FileNotFoundError as exc:
@@ -460,17 +524,87 @@ def _read_part(key: str, upload_id: str, staging: str, number: int) -> Iterator[
         ) from exc
     except OSError as exc:
         raise StorageUnavailable(f"cannot read part {number} of {key!r}: {_describe(exc)}") from exc
-    with f:
-        while True:
-            try:
-                chunk = f.read(DEFAULT_CHUNK_SIZE)
-            except OSError as exc:
-                raise StorageUnavailable(
-                    f"cannot read part {number} of {key!r}: {_describe(exc)}"
-                ) from exc
-            if not chunk:
-                return
+    try:
+        with _reading(key):
+            tag = f.read(_PART_TAG_BYTES)
+    except BaseException:
+        f.close()
+        raise
+    if tag.hex() != part.etag:
+        f.close()
+        raise ValueError(
+            f"cannot complete upload {upload_id} of {key!r}: part {number} was put again "
+            f"since (etag {tag.hex()}, not {part.etag!r})"
+        )
+    return f
+
+
+def _part_file_rest(key: str, upload_id: str, staging: str, part: PartInfo) -> bytes:
+    """What the part's own file holds after its etag: its bytes, or nothing for a part stored
+    in place."""
+    with _open_part(key, upload_id, staging, part) as f, _reading(key):
+        return f.read()
+
+
+def _read_part(
+    key: str, upload_id: str, staging: str, part: PartInfo, part_size: int | None
+) -> Iterator[bytes]:
+    """The bytes of a stored part in chunks, from its own file or from its place in the data
+    file."""
+    with _open_part(key, upload_id, staging, part) as f:
+        with _reading(key):
+            first = f.read(DEFAULT_CHUNK_SIZE)
+        if not first and part_size is not None and part.size:
+            # Stored in place: read its range of the data file.
+            offset = (part.number - 1) * part_size
+            with _reading(key), open(os.path.join(staging, _DATA_FILE), "rb") as data:
+                data.seek(offset)
+                left = part.size
+                while left > 0:
+                    chunk = data.read(min(DEFAULT_CHUNK_SIZE, left))
+                    if not chunk:
+                        raise ValueError(f"part {part.number} of {key!r} is short on disk")
+                    left -= len(chunk)
+                    yield chunk
+            return
+        chunk = first
+        while chunk:
             yield chunk
+            with _reading(key):
+                chunk = f.read(DEFAULT_CHUNK_SIZE)
+
+
+def _part_size(key: str, staging: str) -> int | None:
+    """The upload's part size, if begin_parts was given one."""
+    try:
+        with open(os.path.join(staging, _PART_SIZE_FILE), "rb") as f:
+            return int(f.read(32))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StorageUnavailable(f"cannot read the part size of an upload of {key!r}") from exc
+
+
+def _write_at(staging: str, offset: int, data: bytes, key: str) -> None:
+    """Write ``data`` at ``offset`` of the upload's data file, durably."""
+    try:
+        fd = os.open(os.path.join(staging, _DATA_FILE), os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+    except FileNotFoundError as exc:
+        raise ObjectNotFound(key) from exc  # aborted meanwhile
+    except OSError as exc:
+        raise _write_error(key, exc) from exc
+    try:
+        with _writing(key):
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+            # fdatasync: the bytes and the size needed to read them back, without the inode
+            # times; a full fsync per part made the next part's write wait (measured 1.8-3.9 s
+            # against 0.7-1.0 s per GiB in 8 MiB parts on this disk).
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _discard_upload(root: str, staging: str) -> bool:

@@ -179,8 +179,8 @@ class S3Storage(Storage):
 
     # -- staged uploads -------------------------------------------------------------------------
 
-    def begin_parts(self, key: str, content_type: str) -> str:
-        """CreateMultipartUpload; the upload id is S3's."""
+    def begin_parts(self, key: str, content_type: str, part_size: int | None = None) -> str:
+        """CreateMultipartUpload; the upload id is S3's. S3 places the parts itself."""
         validate_key(key)
         with _translated("CreateMultipartUpload", self.bucket, key):
             response = self._client.create_multipart_upload(
@@ -399,6 +399,67 @@ class S3Storage(Storage):
                 )
             )
 
+    # -- uploads straight to the bucket ---------------------------------------------------------
+
+    supports_direct_upload = True
+
+    def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
+        """A SigV4 presigned UploadPart; the client's PUT answers with the part's ETag."""
+        validate_key(key)
+        check_part_number(number)
+        _check_upload_id(key, upload_id)
+        _check_presign_lifetime(expires_in)
+        with _translated("presign UploadPart", self.bucket, key):
+            return str(
+                self._client.generate_presigned_url(
+                    "upload_part",
+                    Params={
+                        "Bucket": self.bucket,
+                        "Key": key,
+                        "UploadId": upload_id,
+                        "PartNumber": number,
+                    },
+                    ExpiresIn=expires_in,
+                )
+            )
+
+    def presign_post(
+        self, key: str, size: int, content_type: str, expires_in: int
+    ) -> dict[str, Any]:
+        """A presigned POST policy pinning the key, the content type and the exact size."""
+        validate_key(key)
+        _check_presign_lifetime(expires_in)
+        with _translated("presign POST", self.bucket, key):
+            post = self._client.generate_presigned_post(
+                Bucket=self.bucket,
+                Key=key,
+                Fields={"Content-Type": content_type},
+                Conditions=[
+                    {"Content-Type": content_type},
+                    ["content-length-range", size, size],
+                ],
+                ExpiresIn=expires_in,
+            )
+        return {"url": str(post["url"]), "fields": {k: str(v) for k, v in post["fields"].items()}}
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        validate_key(key)
+        _check_upload_id(key, upload_id)
+        parts: list[PartInfo] = []
+        marker = 0
+        while True:
+            with self._on_upload("ListParts", key, upload_id):
+                response = self._client.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            parts.extend(
+                PartInfo(number=int(p["PartNumber"]), size=int(p["Size"]), etag=str(p["ETag"]))
+                for p in response.get("Parts", [])
+            )
+            if not response.get("IsTruncated"):
+                return sorted(parts, key=lambda part: part.number)
+            marker = int(response["NextPartNumberMarker"])
+
     # -- maintenance ----------------------------------------------------------------------------
 
     def abort_incomplete_uploads(self, older_than: timedelta) -> int:
@@ -615,6 +676,13 @@ def _translated_upload(action: str, bucket: str, key: str) -> Iterator[None]:
                     + (f" ({message})" if message else "")
                 ) from exc
             raise
+
+
+def _check_presign_lifetime(expires_in: int) -> None:
+    if not 0 < expires_in <= MAX_PRESIGN_SECONDS:
+        raise ValueError(
+            f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds, got {expires_in}"
+        )
 
 
 def _check_upload_id(key: str, upload_id: str) -> None:

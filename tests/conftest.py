@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,13 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "MEDIA_TEST_POSTGRES_URL", f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
 )
 SIGNING_KEY = "test-signing-key-0123456789abcdef"
+
+
+def require_tools(*names: str) -> None:
+    """Fail, not skip, where a tool scripts/bootstrap installs (Debian's ffmpeg and
+    poppler-utils) is missing: the suite must not pass by quietly testing less."""
+    missing = [name for name in names if shutil.which(name) is None]
+    assert not missing, f"{', '.join(missing)} not installed: run scripts/bootstrap"
 
 
 def migrate(url: str) -> None:

@@ -25,7 +25,13 @@ from sqlalchemy.orm.exc import StaleDataError
 from schemas.fields import sanitize_display_name
 from schemas.media import dump_media
 from services.media.access import Caller
-from services.media.exceptions import Conflict, Forbidden, NotFound, ValidationError
+from services.media.exceptions import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    QuotaExceeded,
+    ValidationError,
+)
 from services.media.ids import utcnow, uuid7
 from services.media.ingest import (
     CheckedFile,
@@ -34,11 +40,19 @@ from services.media.ingest import (
     decode_and_check,
     sniff_payload,
 )
-from services.media.models import IdempotencyKey, Media, MediaTag
+from services.media.models import (
+    UPLOAD_EXPIRABLE,
+    IdempotencyKey,
+    Media,
+    MediaTag,
+    MediaVariant,
+    StoredVariant,
+    UploadSession,
+)
 from services.media.outbox import record_event
 from services.media.pagination import SortOrder
 from services.media.settings import MediaSettings
-from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
+from services.media.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
 from storage import Storage, new_key, validate_key
 from storage.base import GENERATED_KEY_PREFIX
@@ -69,6 +83,8 @@ FAILED = "FAILED"
 SUSPICIOUS_BATCH = 20
 STALE_UPLOAD_AGE = timedelta(days=1)
 READY = "READY"
+PROCESSING = "PROCESSING"
+SERVABLE = (READY, PROCESSING)
 
 
 @dataclass(frozen=True)
@@ -140,13 +156,39 @@ class MediaCatalog:
     # -- presentation -----------------------------------------------------------------------
 
     def present(self, media: Media) -> dict[str, Any]:
-        return dump_media(media, self.urls.for_media(media))
+        now = utcnow()
+        record = dump_media(media, self.urls.for_media(media, now))
+        record["variants"] = [
+            self.present_variant(media, variant, now) for variant in media.variants
+        ]
+        return record
 
-    def _event(
-        self, session: Session, event_type: str, media: Media, changes: list[str] | None = None
+    def present_variant(
+        self, media: Media, variant: StoredVariant, now: datetime | None = None
+    ) -> dict[str, Any]:
+        return {
+            "name": variant.name,
+            "width": variant.width,
+            "height": variant.height,
+            "format": variant.format,
+            "mimeType": variant.mime_type,
+            "size": variant.size,
+            "url": self.urls.for_media(media, now, variant=variant.name),
+        }
+
+    def record_media_event(
+        self,
+        session: Session,
+        event_type: str,
+        media: Media,
+        changes: list[str] | None = None,
+        **extra: Any,
     ) -> None:
+        """Add the event to ``session``'s transaction: it is sent once, if that commits."""
         session.flush()
-        event_id = record_event(session, event_type, media=self.present(media), changes=changes)
+        event_id = record_event(
+            session, event_type, media=self.present(media), changes=changes, **extra
+        )
         self.recorded_events.append(event_id)
 
     # -- creating ---------------------------------------------------------------------------
@@ -159,7 +201,9 @@ class MediaCatalog:
         encoded: str = data.pop("content")
         check_declared_size(encoded, self.settings)
         sniffed = sniff_payload(encoded, data.get("mime_type"), self.settings)
-        checked: CheckedFile = self.offload(decode_and_check, encoded, sniffed)
+        checked: CheckedFile = self.offload(
+            decode_and_check, encoded, sniffed, self.settings.image_limits.max_pixels
+        )
         del encoded
 
         request = RequestKey.of(data, delivery_id, _request_hash(data, checked.checksum))
@@ -167,6 +211,7 @@ class MediaCatalog:
         if existing is not None:
             return existing
 
+        self.check_quota(data["user_id"], checked.size)
         key = new_key()
         stored = self.storage_io(self.storage.put, key, [checked.data], sniffed.mime_type)
         media = self.new_media(
@@ -234,9 +279,12 @@ class MediaCatalog:
     def new_media(self, data: dict[str, Any], **fields: Any) -> Media:
         now = utcnow()
         name = data.get("original_name") or _name_from_source(fields)
+        processing = needs_processing(
+            fields.get("type", ""), fields.get("mime_type", ""), fields.get("storage_key")
+        )
         media = Media(
             id=uuid7(),
-            status=READY,
+            status=PROCESSING if processing else READY,
             original_name=name,
             user_id=data["user_id"],
             entity_type=data.get("entity_type"),
@@ -248,6 +296,8 @@ class MediaCatalog:
             caption=data.get("caption"),
             created_at=now,
             updated_at=now,
+            processing_attempts=0,
+            variant_list=[],
             **fields,
         )
         _set_tags(media, data.get("tags") or [])
@@ -269,7 +319,7 @@ class MediaCatalog:
                 session.add(media)
                 if request is not None:
                     session.add(request.row(media))
-                self._event(session, "media_created", media)
+                self.record_media_event(session, "media_created", media)
                 if also is not None:
                     also(session)
         except IntegrityError:
@@ -329,6 +379,36 @@ class MediaCatalog:
                 raise NotFound(f"the media first created with {request.label} is purged")
             return media
 
+    def check_quota(self, user_id: str | None, adding: int) -> None:
+        """Refuse ``adding`` bytes that would take the user past the configured quota.
+
+        Usage is the size of the user's media not deleted plus the declared size of their
+        uploads under way, so two uploads started together cannot both use the last bytes.
+        """
+        quota = self.settings.user_quota_bytes
+        if quota is None or user_id is None:
+            return
+        used = self.usage_bytes(user_id)
+        if used + adding > quota:
+            raise QuotaExceeded(
+                f"this would take the user's storage to {used + adding} bytes, over the quota "
+                f"of {quota} bytes ({used} in use)"
+            )
+
+    def usage_bytes(self, user_id: str) -> int:
+        with self.sessions() as session:
+            media = session.scalar(
+                select(func.coalesce(func.sum(Media.size), 0)).where(
+                    Media.user_id == user_id, Media.status != DELETED
+                )
+            )
+            uploads = session.scalar(
+                select(func.coalesce(func.sum(UploadSession.size), 0)).where(
+                    UploadSession.user_id == user_id, UploadSession.status.in_(UPLOAD_EXPIRABLE)
+                )
+            )
+        return int(media or 0) + int(uploads or 0)
+
     @staticmethod
     def check_acting_for(caller: Caller, user_id: str) -> None:
         if not caller.owns(user_id):
@@ -343,17 +423,22 @@ class MediaCatalog:
     def get_url(self, caller: Caller, media_id: str, options: dict[str, Any]) -> Link:
         with self.sessions() as session:
             media = self._get_visible(session, caller, media_id)
-        if options.get("variant"):
-            raise NotFound(f"media {media_id!r} has no variant {options['variant']!r}")
+        variant = options.get("variant") or ""
+        if variant and variant not in {row.name for row in media.variants}:
+            raise NotFound(f"media {media_id!r} has no variant {variant!r}")
         return self.urls.link(
-            media, timedelta(seconds=options["expires_in"]), download=options["download"]
+            media,
+            timedelta(seconds=options["expires_in"]),
+            download=options["download"],
+            variant=variant,
         )
 
     def servable(self, media_id: str) -> Media | None:
-        """The media whose bytes the file endpoint may stream: live, ready, stored by us."""
+        """The media whose bytes the file endpoint may stream: live, stored by us, and READY or
+        still PROCESSING (its original bytes are verified; only its variants are to come)."""
         with self.sessions() as session:
             media = session.get(Media, media_id)
-        if media is None or media.deleted_at is not None or media.status != READY:
+        if media is None or media.deleted_at is not None or media.status not in SERVABLE:
             return None
         return media if media.storage_key else None
 
@@ -466,7 +551,7 @@ class MediaCatalog:
             changed = _apply(media, changes)
             if changed:
                 media.updated_at = _after(media.updated_at)
-                self._event(session, "media_updated", media, changed)
+                self.record_media_event(session, "media_updated", media, changed)
         return media
 
     def remove(self, caller: Caller, media_id: str) -> Media:
@@ -484,9 +569,9 @@ class MediaCatalog:
             if media.deleted_at < utcnow() - self.settings.retention:
                 raise NotFound(f"media {media_id!r} is past its retention period")
             media.deleted_at = None
-            media.status = READY
+            media.status = _status_after_restore(media)
             media.updated_at = _after(media.updated_at)
-            self._event(session, "media_restored", media)
+            self.record_media_event(session, "media_restored", media)
         return media
 
     def remove_by_entity(self, caller: Caller, entity_type: str, entity_id: str) -> int:
@@ -515,7 +600,7 @@ class MediaCatalog:
         media.deleted_at = now
         media.status = DELETED
         media.updated_at = _after(media.updated_at, now)
-        self._event(session, "media_removed", media)
+        self.record_media_event(session, "media_removed", media)
 
     # -- storage hygiene --------------------------------------------------------------------
 
@@ -550,6 +635,21 @@ class MediaCatalog:
             owned = set(
                 session.scalars(select(Media.storage_key).where(Media.storage_key.in_(keys)))
             )
+            owned.update(
+                session.scalars(
+                    select(MediaVariant.storage_key).where(MediaVariant.storage_key.in_(keys))
+                )
+            )
+            # Uploads under way own their streamed tail and, once assembled or posted straight
+            # to the bucket, their object, however long the client pauses.
+            for column in (UploadSession.storage_key, UploadSession.tail_key):
+                owned.update(
+                    session.scalars(
+                        select(column).where(
+                            column.in_(keys), UploadSession.status.in_(UPLOAD_EXPIRABLE)
+                        )
+                    )
+                )
         deleted = 0
         for key in keys:
             if key not in owned and self.storage_io(self.storage.delete, key):
@@ -608,7 +708,7 @@ class MediaCatalog:
                     return 0
                 media.status = FAILED
                 media.updated_at = _after(media.updated_at)
-                self._event(session, "media_updated", media, ["status"])
+                self.record_media_event(session, "media_updated", media, ["status"])
         except Conflict:  # changed between our read and our write: the next run looks again
             return 0
         log.error("media %s is FAILED: its stored object %s is missing", media_id, key)
@@ -643,8 +743,17 @@ class MediaCatalog:
                 .order_by(Media.deleted_at)
                 .limit(limit)
             ).all()
+            variant_keys = _grouped(
+                session.execute(
+                    select(MediaVariant.media_id, MediaVariant.storage_key).where(
+                        MediaVariant.media_id.in_([media_id for media_id, _ in due])
+                    )
+                ).all()
+            )
         purged = 0
         for media_id, key in due:
+            for variant_key in variant_keys.get(media_id, []):
+                self.storage_io(self.storage.delete, variant_key)
             if key:
                 self.storage_io(self.storage.delete, key)
             purged += self._delete_purged_row(media_id, cutoff)
@@ -662,11 +771,38 @@ class MediaCatalog:
                 )
                 if media is None:  # purged by another instance, or restored meanwhile
                     return 0
-                self._event(session, "media_purged", media)
+                self.record_media_event(session, "media_purged", media)
                 session.delete(media)
         except Conflict:  # another instance got there between our read and our delete
             return 0
         return 1
+
+
+def _grouped(pairs: list[Any]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for owner, value in pairs:
+        grouped.setdefault(owner, []).append(value)
+    return grouped
+
+
+def _status_after_restore(media: Media) -> str:
+    """What the media was before it was removed: FAILED if processing refused it, PROCESSING
+    if processing never finished (the job resumes), else READY."""
+    if media.processing_error:
+        return FAILED
+    if media.facts is None and needs_processing(media.type, media.mime_type, media.storage_key):
+        return PROCESSING
+    return READY
+
+
+def needs_processing(media_type: str, mime_type: str, storage_key: str | None) -> bool:
+    """Whether a new media starts ``PROCESSING``: stored bytes that can tell more (images,
+    video, audio and PDF). The rest is ``READY`` at once."""
+    if storage_key is None:
+        return False
+    if media_type in (MediaType.IMAGE.value, MediaType.VIDEO.value, MediaType.AUDIO.value):
+        return True
+    return mime_type == "application/pdf"
 
 
 def _apply(media: Media, changes: dict[str, Any]) -> list[str]:

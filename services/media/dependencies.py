@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import eventlet
 from eventlet import tpool
 from kombu import Connection
 from nameko.events import EventDispatcher
@@ -20,6 +21,7 @@ from services.media.catalog import MediaCatalog
 from services.media.database import engine_options, prepare_engine
 from services.media.models import Base
 from services.media.settings import MediaSettings
+from services.media.uploads import StreamInterrupted
 from storage import Storage, build_storage
 
 DELIVERY_CONTEXT_KEY = "media_delivery_id"
@@ -141,6 +143,42 @@ def chunk_reader(storage: Storage) -> Callable[[Iterator[bytes]], Iterator[bytes
                 close()
 
     return off_the_hub
+
+
+BODY_READ_SIZE = 256 * 1024
+
+
+def body_reader(timeout: float) -> Callable[[Any, int | None], Iterator[bytes]]:
+    """Reads a request body as it arrives, in blocks: never the whole body in memory.
+
+    A client that sends nothing for ``timeout`` seconds, or whose connection drops, ends the
+    stream with :class:`StreamInterrupted` (a silent mobile client must not hold a worker).
+    """
+
+    def read(request: Any, length: int | None) -> Iterator[bytes]:
+        stream = request.environ["wsgi.input"]
+        chunked = request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        remaining = length
+        if remaining is None and not chunked:
+            return  # no Content-Length and not chunked: HTTP/1.1 says there is no body
+        while remaining is None or remaining > 0:
+            want = BODY_READ_SIZE if remaining is None else min(BODY_READ_SIZE, remaining)
+            try:
+                with eventlet.Timeout(timeout):
+                    block = stream.read(want)
+            except eventlet.Timeout:
+                raise StreamInterrupted(f"nothing arrived for {timeout:g} s") from None
+            except (OSError, ValueError) as exc:
+                raise StreamInterrupted(str(exc) or type(exc).__name__) from None
+            if not block:
+                if remaining is None:
+                    return
+                raise StreamInterrupted(f"the connection closed {remaining} bytes short")
+            if remaining is not None:
+                remaining -= len(block)
+            yield block
+
+    return read
 
 
 class SecureWebServer(WebServer):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 from werkzeug.http import http_date, parse_date
 from werkzeug.wrappers import Request, Response
 
-from services.media.models import Media
+from services.media.models import Media, StoredVariant
 from services.media.serving import (
     RangeNotSatisfiable,
     content_disposition,
@@ -29,31 +31,69 @@ def error(status: int, message: str) -> Response:
     )
 
 
+@dataclass(frozen=True)
+class Served:
+    """What the endpoint streams: a media's original bytes, or one of its variants."""
+
+    storage_key: str
+    mime_type: str
+    name: str
+    size: int
+    tag: str | None
+    created_at: datetime
+
+    @classmethod
+    def original(cls, media: Media) -> Served:
+        assert media.storage_key is not None
+        return cls(
+            media.storage_key,
+            media.mime_type,
+            media.original_name,
+            media.size,
+            etag(media.checksum),
+            media.created_at,
+        )
+
+    @classmethod
+    def variant(cls, media: Media, variant: StoredVariant) -> Served:
+        stem = PurePosixPath(media.original_name).stem or "file"
+        extension = {"JPEG": "jpg"}.get(variant.format, variant.format.lower())
+        return cls(
+            variant.storage_key,
+            variant.mime_type,
+            f"{stem}-{variant.name}.{extension}",
+            variant.size,
+            # Named by the recipe: the same recipe always stands for the same bytes.
+            f'"{variant.name}-{variant.fingerprint}"',
+            variant.created_at,
+        )
+
+
 def file_response(
     request: Request,
-    media: Media,
+    media: Served,
     storage: Storage,
     *,
     download: bool,
     signed_until: int | None,
     read: Callable[[Iterator[bytes]], Iterator[bytes]],
 ) -> Response:
-    """Stream ``media``'s bytes; ``signed_until`` is the link's expiry for private media.
+    """Stream the bytes of ``media`` (an original or a variant); ``signed_until`` is the link's
+    expiry for private media.
 
     ``read`` wraps the chunk iterator (the service passes one that keeps blocking disk reads off
     the event loop).
     """
-    assert media.storage_key is not None
     # The bytes of a record never change: they are as old as the record.
     last_modified = media.created_at.replace(tzinfo=UTC, microsecond=0)
     headers: dict[str, Any] = {
         "Content-Type": content_type(media.mime_type),
-        "Content-Disposition": content_disposition(media.original_name, media.mime_type, download),
+        "Content-Disposition": content_disposition(media.name, media.mime_type, download),
         "Accept-Ranges": "bytes",
         "Last-Modified": http_date(last_modified),
         "Cache-Control": _cache_control(signed_until),
     }
-    tag = etag(media.checksum)
+    tag = media.tag
     if tag:
         headers["ETag"] = tag
     if _not_modified(request, tag, last_modified):

@@ -9,20 +9,14 @@ import base64
 import binascii
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image
 
 from services.media.exceptions import PayloadTooLarge, UnsupportedMediaType, ValidationError
+from services.media.imaging import MAX_IMAGE_PIXELS, PILLOW_FORMATS
 from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, MediaType, Sniffed, declared_type_conflicts, sniff
-
-# Only these decoders may look at uploaded bytes; EPS, PDF, FITS and friends never run.
-PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
-# A bigger image is a decompression bomb, rejected rather than decoded.
-MAX_IMAGE_PIXELS = 50_000_000
-warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -99,12 +93,16 @@ def check_policy(
         )
 
 
-def decode_and_check(encoded: str, sniffed: Sniffed) -> CheckedFile:
+def decode_and_check(
+    encoded: str, sniffed: Sniffed, max_pixels: int = MAX_IMAGE_PIXELS
+) -> CheckedFile:
     """The CPU-heavy part: full decode, checksum and image header. Run it off the event loop."""
     data = _b64decode(encoded)
     if not data:
         raise ValidationError.for_field("content", "The file is empty.")
-    width, height = image_size(data) if sniffed.media_type is MediaType.IMAGE else (None, None)
+    width, height = (
+        image_size(data, max_pixels) if sniffed.media_type is MediaType.IMAGE else (None, None)
+    )
     return CheckedFile(
         data=data,
         sniffed=sniffed,
@@ -114,7 +112,7 @@ def decode_and_check(encoded: str, sniffed: Sniffed) -> CheckedFile:
     )
 
 
-def image_size(data: bytes) -> tuple[int | None, int | None]:
+def image_size(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int | None, int | None]:
     """Dimensions from the header alone (no pixel decode), with bombs refused."""
     try:
         with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
@@ -124,8 +122,8 @@ def image_size(data: bytes) -> tuple[int | None, int | None]:
     except (OSError, SyntaxError, ValueError):
         # Formats we store but Pillow may not parse (HEIC, AVIF): the dimensions stay unknown.
         return None, None
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise UnsupportedMediaType(
-            f"the image is {width}x{height}, over the limit of {MAX_IMAGE_PIXELS} pixels"
+            f"the image is {width}x{height}, over the limit of {max_pixels} pixels"
         )
     return width, height

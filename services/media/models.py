@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +58,26 @@ class Media(Base):
         back_populates="media", cascade="all, delete-orphan", lazy="select"
     )
 
+    # Facts extracted by processing (image, video, audio, document), and why there are none.
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    processing_error: Mapped[str | None] = mapped_column(Text)
+    # The processing job lives on the row: whoever holds an unexpired claim works on it; a
+    # worker that dies lets its lease run out and the job is claimed again.
+    processing_claim: Mapped[str | None] = mapped_column(String(36))
+    processing_lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    processing_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Variants are read from this column (no second query per page) and owned through the
+    # media_variants rows (unique storage keys, for the sweeper and purge); both are written
+    # together by the processing code.
+    variant_list: Mapped[list[dict[str, Any]] | None] = mapped_column("variants", JSON)
+    variant_rows: Mapped[list[MediaVariant]] = relationship(
+        back_populates="media", cascade="all, delete-orphan", lazy="select"
+    )
+
+    @property
+    def variants(self) -> list[StoredVariant]:
+        return [StoredVariant.from_json(item) for item in self.variant_list or ()]
+
     # Optimistic concurrency on every ORM update: UPDATE ... WHERE id = ? AND updated_at = <read>.
     # A row changed by someone else since it was read fails the update (StaleDataError) instead of
     # being overwritten, on SQLite (which ignores FOR UPDATE) as on PostgreSQL. updated_at is set
@@ -76,6 +97,71 @@ class Media(Base):
         Index("ix_media_folder_created", "folder", "created_at", "id"),
         Index("ix_media_deleted", "deleted_at"),
     )
+
+
+class MediaVariant(Base):
+    """A rendition of a media's bytes: a preset size, an ad-hoc resize or crop, a re-encode, or
+    the poster frame of a video and the first page of a PDF."""
+
+    __tablename__ = "media_variants"
+
+    media_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("media.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The recipe the bytes were made with: a changed recipe (or its version) makes them stale.
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    mime_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(512), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    media: Mapped[Media] = relationship(back_populates="variant_rows")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "mimeType": self.mime_type,
+            "size": self.size,
+            "storageKey": self.storage_key,
+            "createdAt": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class StoredVariant:
+    """A variant as the media row lists it."""
+
+    name: str
+    fingerprint: str
+    width: int
+    height: int
+    format: str
+    mime_type: str
+    size: int
+    storage_key: str
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> StoredVariant:
+        return cls(
+            name=item["name"],
+            fingerprint=item["fingerprint"],
+            width=item["width"],
+            height=item["height"],
+            format=item["format"],
+            mime_type=item["mimeType"],
+            size=item["size"],
+            storage_key=item["storageKey"],
+            created_at=datetime.fromisoformat(item["createdAt"]),
+        )
 
 
 class MediaTag(Base):
@@ -125,6 +211,16 @@ class OutboxEvent(Base):
     __table_args__ = (Index("ix_outbox_pending", "published_at", "created_at"),)
 
 
+# Upload session states: PENDING -> UPLOADING -> VERIFYING -> READY | FAILED, or CANCELLED /
+# EXPIRED on the way (services.media.uploads).
+PENDING, UPLOADING, VERIFYING = "PENDING", "UPLOADING", "VERIFYING"
+UPLOAD_READY, UPLOAD_FAILED = "READY", "FAILED"
+CANCELLED, EXPIRED = "CANCELLED", "EXPIRED"
+UPLOAD_OPEN = (PENDING, UPLOADING)
+# A completion that died half-way is idle too; what it assembled belongs to the session meanwhile.
+UPLOAD_EXPIRABLE = (*UPLOAD_OPEN, VERIFYING)
+
+
 class UploadSession(Base):
     """A file arriving in parts; it becomes a Media record only once verified."""
 
@@ -147,6 +243,13 @@ class UploadSession(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Bytes of a stream past the last whole part, kept between requests as their own object.
+    tail_key: Mapped[str | None] = mapped_column(String(512))
+    tail_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Bumped by every append, so two requests streaming into one session cannot both win.
+    append_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "service": bytes come through this service; "direct": straight to the bucket (S3).
+    transfer: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
 
     __table_args__ = (
         Index("ix_upload_sessions_status_updated", "status", "updated_at"),

@@ -14,8 +14,11 @@ from werkzeug.wrappers import Request, Response
 from schemas import load
 from schemas.media import (
     CreateMediaSchema,
+    CropSchema,
     InitiateUploadSchema,
     MediaQuerySchema,
+    RegenerateSchema,
+    ResizeSchema,
     UpdateMediaSchema,
     UploadFileSchema,
     UrlOptionsSchema,
@@ -28,6 +31,7 @@ from services.media.dependencies import (
     Catalog,
     DeliveryId,
     MediaEventDispatcher,
+    body_reader,
     chunk_reader,
     configured_timer,
     http,
@@ -35,12 +39,16 @@ from services.media.dependencies import (
 )
 from services.media.exceptions import (
     CONTRACT_ERRORS,
+    Forbidden,
+    MediaError,
     NotFound,
     StorageUnavailable,
     ValidationError,
 )
 from services.media.ids import isoformat_z
 from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
+from services.media.processing import MediaProcessor, Renditions
+from services.media.tus import TusProtocol
 from services.media.uploads import Uploads
 from services.media.urls import LinkRejected
 from storage.errors import ObjectNotFound
@@ -55,6 +63,9 @@ UPDATE = UpdateMediaSchema()
 QUERY = MediaQuerySchema()
 URL_OPTIONS = UrlOptionsSchema()
 INITIATE_UPLOAD = InitiateUploadSchema()
+RESIZE = ResizeSchema()
+CROP = CropSchema()
+REGENERATE = RegenerateSchema()
 
 # Publishing right after commit must not hold the reply for long when the broker is away:
 # the outbox relay retries later anyway.
@@ -140,14 +151,62 @@ class MediaService:
             )
             return {"url": link.url, "expiresAt": isoformat_z(link.expires_at)}
 
+    # -- variants ---------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def getVariants(self, id: Any) -> dict[str, Any]:
+        with self._boundary():
+            return {"items": self.renditions.list(self.caller, _text("id", id))}
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def resize(self, id: Any, options: Any = None) -> dict[str, Any]:
+        with self._boundary():
+            options = load(RESIZE, options, argument="options")
+            return self.renditions.resize(self.caller, _text("id", id), options)
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def crop(self, id: Any, options: Any = None) -> dict[str, Any]:
+        with self._boundary():
+            options = load(CROP, options, argument="options")
+            return self.renditions.crop(self.caller, _text("id", id), options)
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def optimize(self, id: Any) -> dict[str, Any]:
+        with self._boundary():
+            return self.renditions.optimize(self.caller, _text("id", id))
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def regenerateVariants(self, options: Any = None) -> dict[str, int]:
+        """Remake preset variants whose recipe changed in config (admin and internal calls)."""
+        with self._boundary():
+            if not self.caller.is_trusted:
+                raise Forbidden("regenerateVariants is for admin and internal calls only")
+            limit = load(REGENERATE, options, argument="options")["limit"]
+            return self.renditions.regenerate_stale(limit)
+
+    @property
+    def processor(self) -> MediaProcessor:
+        return MediaProcessor(self.catalog)
+
+    @property
+    def renditions(self) -> Renditions:
+        return Renditions(self.processor)
+
     # -- upload sessions --------------------------------------------------------------------
 
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def initiateUpload(self, data: Any) -> dict[str, Any]:
         with self._boundary():
             upload = self.uploads.initiate(self.caller, load(INITIATE_UPLOAD, data))
-            # The HTTP (tus) upload URL comes with the HTTP upload work; parts go over RPC now.
-            return self.uploads.progress(self.caller, upload.id) | {"uploadUrl": None}
+            return self.uploads.progress(self.caller, upload.id) | self.uploads.access(
+                self.caller, upload
+            )
+
+    @rpc(expected_exceptions=CONTRACT_ERRORS)
+    def renewUploadAccess(self, uploadId: Any) -> dict[str, Any]:
+        """A fresh upload token (or fresh presigned URLs) for an upload still under way."""
+        with self._boundary():
+            return self.uploads.renew_access(self.caller, _text("uploadId", uploadId))
 
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def uploadPart(self, uploadId: Any, offset: Any, content: Any) -> dict[str, Any]:
@@ -211,9 +270,16 @@ class MediaService:
                 return files.error(404, "no such file")
             if media.is_public:
                 signed_until = None
+            served = files.Served.original(media)
+            variant_name = request.args.get("variant")
+            if variant_name is not None:
+                variant = next((v for v in media.variants if v.name == variant_name), None)
+                if variant is None:
+                    return files.error(404, "no such file")
+                served = files.Served.variant(media, variant)
             return files.file_response(
                 request,
-                media,
+                served,
                 self.catalog.storage,
                 download=download,
                 signed_until=signed_until,
@@ -225,6 +291,33 @@ class MediaService:
         except Exception:
             log.exception("file endpoint failed for %s", media_id)
             return files.error(503, "the file cannot be served right now")
+
+    @http("OPTIONS,POST", "/uploads")
+    def tus_create(self, request: Request) -> Response:
+        """tus creation: the bearer token's session gets its URL (and, with a body, bytes)."""
+        return self._tus(request, None)
+
+    @http("OPTIONS,HEAD,PATCH,DELETE,POST", "/uploads/<string:upload_id>")
+    def tus_upload(self, request: Request, upload_id: str) -> Response:
+        """tus: offset (HEAD), bytes (PATCH), termination (DELETE)."""
+        return self._tus(request, upload_id)
+
+    def _tus(self, request: Request, upload_id: str | None) -> Response:
+        settings = self.catalog.settings
+        tus = TusProtocol(
+            self.uploads,
+            self.catalog.urls,
+            body_reader(settings.upload_read_timeout.total_seconds()),
+            settings.upload_cors_origin,
+        )
+        try:
+            with self._boundary():
+                return tus.handle(request, upload_id)
+        except MediaError as exc:
+            return tus.error_for(request, exc)
+        except Exception:
+            log.exception("tus request failed for upload %s", upload_id)
+            return tus.error(500, "the upload could not be handled; retry later")
 
     @http("GET", "/health")
     def health(self, request: Request) -> Response:
@@ -250,6 +343,13 @@ class MediaService:
         return response
 
     # -- background jobs --------------------------------------------------------------------
+
+    @configured_timer("processing_interval_seconds", 1.0)
+    def process_media(self) -> None:
+        """Facts and variants of new media, off the request path; jobs of dead workers too."""
+        with self._boundary():
+            while self.processor.run_pending() == 10:
+                pass
 
     @configured_timer("upload_expiry_interval_seconds", 300.0)
     def expire_uploads(self) -> None:

@@ -9,6 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services.media.imaging import (
+    DEFAULT_LIMITS,
+    DEFAULT_RECIPES,
+    ImagingLimits,
+    VariantRecipe,
+    recipes_from_config,
+)
 from services.media.sniffing import MediaType
 
 DEV_KEY_FILE = Path("var/dev-url-signing-key")
@@ -48,6 +55,22 @@ class MediaSettings:
     # 5 MiB minimum part size, so every part maps to one multipart part.
     upload_chunk_size: int = 8 * 1024 * 1024
     upload_idle: timedelta = timedelta(hours=24)
+    # Bearer tokens for the HTTP (tus) side of one upload session; renewUploadToken gives more.
+    upload_token_ttl: timedelta = timedelta(hours=6)
+    # A streamed request body that sends nothing for this long is taken as a dropped connection.
+    upload_read_timeout: timedelta = timedelta(seconds=60)
+    # Origins whose pages may upload with tus from a browser; the token, not cookies, authorises.
+    upload_cors_origin: str = "*"
+    # Bytes a user may keep (media not deleted plus uploads under way); None: no quota.
+    user_quota_bytes: int | None = None
+    # Processing: the preset variants every image gets, what an image may be before it is
+    # decoded, how long a worker holds a job before another may take it over, how often a job is
+    # tried before its media is FAILED, and the time limit of every external tool call.
+    variant_recipes: tuple[VariantRecipe, ...] = DEFAULT_RECIPES
+    image_limits: ImagingLimits = DEFAULT_LIMITS
+    processing_lease: timedelta = timedelta(minutes=10)
+    processing_max_attempts: int = 5
+    tool_timeout_seconds: float = 60.0
 
     @property
     def signing_keys(self) -> dict[str, SigningKey]:
@@ -79,7 +102,37 @@ class MediaSettings:
             upload_policy=policy,
             orphan_grace=timedelta(seconds=float(media.get("orphan_grace_seconds", 3600))),
             upload_idle=timedelta(seconds=float(media.get("upload_idle_seconds", 86400))),
+            upload_token_ttl=timedelta(
+                seconds=float(media.get("upload_token_ttl_seconds", 6 * 3600))
+            ),
+            upload_read_timeout=timedelta(
+                seconds=float(media.get("upload_read_timeout_seconds", 60))
+            ),
+            upload_cors_origin=str(media.get("upload_cors_origin") or "*"),
+            user_quota_bytes=_optional_int(media.get("user_quota_bytes")),
+            variant_recipes=_recipes(media.get("variants")),
+            image_limits=ImagingLimits(
+                max_pixels=int(media.get("image_max_pixels", DEFAULT_LIMITS.max_pixels))
+            ),
+            processing_lease=timedelta(seconds=float(media.get("processing_lease_seconds", 600))),
+            processing_max_attempts=int(media.get("processing_max_attempts", 5)),
+            tool_timeout_seconds=float(media.get("tool_timeout_seconds", 60)),
         )
+
+
+def _recipes(block: Any) -> tuple[VariantRecipe, ...]:
+    if block is None:
+        return DEFAULT_RECIPES
+    try:
+        return tuple(recipes_from_config(block))
+    except ValueError as exc:
+        raise ConfigurationError(f"MEDIA.variants is invalid: {exc}") from None
+
+
+def _optional_int(value: Any) -> int | None:
+    if value in (None, "", "null", "none"):
+        return None
+    return int(value)
 
 
 def _truthy(value: Any) -> bool:

@@ -3,21 +3,28 @@
 PENDING -> UPLOADING -> VERIFYING -> READY | FAILED, or CANCELLED / EXPIRED on the way. Every part
 but the last is ``chunkSize`` bytes at an offset that is a multiple of it, so parts may come in
 any order, a repeated part replaces itself, and each maps to one S3 multipart part.
+
+Bytes arrive three ways into the same sessions: parts over RPC (:meth:`Uploads.put_part`), a
+stream of any length from the HTTP (tus) side (:meth:`Uploads.append`), whose bytes past the last
+whole part are kept as a side object between requests, and straight to an S3 bucket through
+presigned URLs (``transfer == "direct"``), which the service only sees at completion.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import math
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.media.access import Caller
+from services.media.access import INTERNAL, Caller
 from services.media.catalog import MediaCatalog, checksum_of
 from services.media.exceptions import (
     Conflict,
@@ -28,7 +35,20 @@ from services.media.exceptions import (
 )
 from services.media.ids import isoformat_z, utcnow, uuid7
 from services.media.ingest import check_policy, max_base64_length
-from services.media.models import Media, UploadPart, UploadSession
+from services.media.models import (
+    CANCELLED,
+    EXPIRED,
+    PENDING,
+    UPLOAD_EXPIRABLE,
+    UPLOAD_FAILED,
+    UPLOAD_OPEN,
+    UPLOAD_READY,
+    UPLOADING,
+    VERIFYING,
+    Media,
+    UploadPart,
+    UploadSession,
+)
 from services.media.outbox import record_event
 from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
 from storage import PartInfo, StoredObject, new_key
@@ -36,12 +56,29 @@ from storage.errors import ObjectNotFound
 
 log = logging.getLogger(__name__)
 
-PENDING, UPLOADING, VERIFYING = "PENDING", "UPLOADING", "VERIFYING"
-READY, FAILED, CANCELLED, EXPIRED = "READY", "FAILED", "CANCELLED", "EXPIRED"
-OPEN = (PENDING, UPLOADING)
-# A completion that died half-way is idle too; its assembled bytes are the sweeper's then.
-EXPIRABLE = (*OPEN, VERIFYING)
+READY, FAILED = UPLOAD_READY, UPLOAD_FAILED
+OPEN, EXPIRABLE = UPLOAD_OPEN, UPLOAD_EXPIRABLE
 SPEED_WINDOW = timedelta(seconds=30)
+# Where the bytes go: through the service (RPC parts, tus), or straight to the bucket in parts
+# (presigned UploadPart URLs) or whole (a presigned POST, for files of one part).
+THROUGH_SERVICE, DIRECT_PARTS, DIRECT_POST = "service", "direct", "direct-post"
+SUPPORTED_CHECKSUMS = ("sha256", "sha1", "md5")
+
+
+class StreamInterrupted(Exception):
+    """The client stopped sending in the middle of a request body (dropped, or silent too long)."""
+
+
+class OffsetMismatch(Conflict):
+    """A stream resumed at an offset other than the session's (HTTP only, never over RPC)."""
+
+    def __init__(self, expected: int, given: int) -> None:
+        super().__init__(f"the upload is at offset {expected}, not {given}; resume from there")
+        self.expected = expected
+
+
+class ChecksumMismatch(Conflict):
+    """A request's bytes do not match the checksum the client sent with them (HTTP only)."""
 
 
 class Uploads:
@@ -56,9 +93,24 @@ class Uploads:
     def initiate(self, caller: Caller, data: dict[str, Any]) -> UploadSession:
         self.catalog.check_acting_for(caller, data["user_id"])
         self._check_declared_size(data["size"], data.get("mime_type"))
+        self.catalog.check_quota(data["user_id"], data["size"])
+        transfer = THROUGH_SERVICE
+        if data.get("direct"):
+            if not self.storage.supports_direct_upload:
+                raise ValidationError.for_field(
+                    "direct",
+                    f"Uploads straight to storage need the S3 backend; this service keeps files "
+                    f"on {self.storage.name} storage. Send the bytes over tus or uploadPart.",
+                )
+            small = data["size"] <= self.settings.upload_chunk_size
+            transfer = DIRECT_POST if small else DIRECT_PARTS
         key = new_key()
         content_type = data.get("mime_type") or "application/octet-stream"
-        upload_id = self.catalog.storage_io(self.storage.begin_parts, key, content_type)
+        upload_id = ""
+        if transfer != DIRECT_POST:
+            upload_id = self.catalog.storage_io(
+                self.storage.begin_parts, key, content_type, self.settings.upload_chunk_size
+            )
         now = utcnow()
         params = {
             name: data[name]
@@ -85,6 +137,7 @@ class Uploads:
             chunk_size=self.settings.upload_chunk_size,
             storage_key=key,
             storage_upload_id=upload_id,
+            transfer=transfer,
             params=params,
             created_at=now,
             updated_at=now,
@@ -115,6 +168,12 @@ class Uploads:
         with self.sessions() as session:
             upload = self._get(session, caller, upload_id)
         self._check_open(upload)
+        if upload.transfer != THROUGH_SERVICE:
+            raise Conflict(f"upload {upload_id!r} goes straight to storage; send its parts there")
+        if upload.tail_size:
+            raise Conflict(
+                f"upload {upload_id!r} is being streamed over HTTP (tus); continue it there"
+            )
         chunk = upload.chunk_size
         if len(content) > max_base64_length(chunk):
             raise PayloadTooLarge(f"a part may be at most chunkSize ({chunk}) bytes")
@@ -173,7 +232,13 @@ class Uploads:
                     UploadPart.received_at >= now - SPEED_WINDOW,
                 )
             ).one()
-        received = int(received or 0)
+        received = int(received or 0) + upload.tail_size
+        if upload.transfer == DIRECT_PARTS and upload.status in OPEN:
+            # The bytes went to the bucket; only the bucket knows how many arrived.
+            parts = self.catalog.storage_io(
+                self.storage.list_parts, upload.storage_key, upload.storage_upload_id
+            )
+            received = sum(part.size for part in parts)
         speed = 0.0
         if recent[0]:
             elapsed = max((now - recent[1]).total_seconds(), 1.0)
@@ -203,6 +268,172 @@ class Uploads:
     def expires_at(self, upload: UploadSession) -> datetime | None:
         return upload.updated_at + self.settings.upload_idle if upload.status in OPEN else None
 
+    def access(self, caller: Caller, upload: UploadSession) -> dict[str, Any]:
+        """How the client sends the bytes: a tus URL with its bearer token, or, for direct
+        uploads, presigned URLs of the bucket."""
+        token = self.catalog.urls.upload_token(upload.id)
+        answer: dict[str, Any] = {
+            "uploadUrl": f"{self.settings.public_base_url}/uploads/{upload.id}",
+            "uploadToken": token.url,
+            "uploadTokenExpiresAt": isoformat_z(token.expires_at),
+            "directUpload": None,
+        }
+        if upload.transfer == THROUGH_SERVICE:
+            return answer
+        answer["uploadUrl"] = None
+        answer["uploadToken"] = answer["uploadTokenExpiresAt"] = None
+        lifetime = int(self.settings.upload_token_ttl.total_seconds())
+        expires_at = isoformat_z(utcnow() + self.settings.upload_token_ttl)
+        if upload.transfer == DIRECT_POST:
+            post = self.catalog.storage_io(
+                self.storage.presign_post,
+                upload.storage_key,
+                upload.size,
+                upload.mime_type or "application/octet-stream",
+                lifetime,
+            )
+            answer["directUpload"] = {"method": "POST", "expiresAt": expires_at, **post}
+            return answer
+        parts = []
+        for number in range(1, math.ceil(upload.size / upload.chunk_size) + 1):
+            offset = (number - 1) * upload.chunk_size
+            url = self.catalog.storage_io(
+                self.storage.presign_part,
+                upload.storage_key,
+                upload.storage_upload_id,
+                number,
+                lifetime,
+            )
+            parts.append(
+                {
+                    "partNumber": number,
+                    "offset": offset,
+                    "size": min(upload.chunk_size, upload.size - offset),
+                    "url": url,
+                }
+            )
+        answer["directUpload"] = {"method": "PUT", "expiresAt": expires_at, "parts": parts}
+        return answer
+
+    def renew_access(self, caller: Caller, upload_id: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            upload = self._get(session, caller, upload_id)
+        self._check_open(upload)
+        return self.access(caller, upload)
+
+    # -- streams (tus) ----------------------------------------------------------------------
+
+    def find(self, upload_id: str) -> UploadSession:
+        """A session by id, for the HTTP side, whose bearer token already names it."""
+        with self.sessions() as session:
+            return self._get(session, INTERNAL, upload_id)
+
+    def stream_offset(self, upload: UploadSession) -> int:
+        """How many bytes from the start are stored: whole parts from part 1 on, then the tail."""
+        if upload.status == READY:
+            return upload.size
+        with self.sessions() as session:
+            numbers = set(
+                session.scalars(select(UploadPart.number).where(UploadPart.session_id == upload.id))
+            )
+        return _contiguous(numbers) * upload.chunk_size + upload.tail_size
+
+    def append(
+        self,
+        upload_id: str,
+        offset: int,
+        blocks: Iterable[bytes],
+        length: int | None = None,
+        checksum: tuple[str, bytes] | None = None,
+    ) -> int:
+        """Add a request body's bytes at ``offset``; returns the new offset.
+
+        Whole parts are stored and recorded as soon as they fill, so a dropped connection or a
+        dead process loses at most the part being filled; what is left at the end of the body
+        becomes the session's tail object. With a ``checksum`` (algorithm, digest) of the body,
+        nothing is recorded until the whole body matched it. A body that would go past the
+        declared size fails the session: the client lied about its size.
+        """
+        upload = self.find(upload_id)
+        self._check_open(upload)
+        if upload.transfer != THROUGH_SERVICE:
+            raise Conflict(f"upload {upload_id!r} goes straight to storage; send its parts there")
+        current = self.stream_offset(upload)
+        if offset != current:
+            raise OffsetMismatch(current, offset)
+        if length is not None and offset + length > upload.size:
+            raise PayloadTooLarge(
+                f"{length} bytes at offset {offset} would pass the declared size of "
+                f"{upload.size} bytes"
+            )
+        writer = _StreamWriter(self, upload, offset, verify=checksum is not None)
+        digest = hashlib.new(checksum[0]) if checksum else None
+        try:
+            for block in blocks:
+                if writer.end + len(block) > upload.size:
+                    self._fail(upload, "more bytes were sent than the declared size")
+                    raise PayloadTooLarge(
+                        f"the upload was declared as {upload.size} bytes and more were sent; "
+                        "it is cancelled"
+                    )
+                if digest is not None:
+                    digest.update(block)  # in steps of one read: never long on the event loop
+                writer.write(block)
+        except StreamInterrupted:
+            if checksum is None:
+                writer.finish()  # keep what arrived; the client resumes from the new offset
+            raise
+        if checksum is not None and digest is not None and digest.digest() != checksum[1]:
+            raise ChecksumMismatch(
+                f"the request's bytes do not match its {checksum[0]} checksum; nothing of it "
+                "was kept, send it again"
+            )
+        writer.finish()
+        return writer.end
+
+    def _commit_append(
+        self, upload_id: str, seq: int, parts: list[PartInfo], tail_key: str | None, tail: int
+    ) -> int:
+        """Record stored parts and the new tail, if no other request wrote since ``seq``."""
+        now = utcnow()
+        with self.sessions.begin() as session:
+            changed = session.execute(
+                update(UploadSession)
+                .where(
+                    UploadSession.id == upload_id,
+                    UploadSession.append_seq == seq,
+                    UploadSession.status.in_(OPEN),
+                )
+                .values(
+                    append_seq=seq + 1,
+                    tail_key=tail_key,
+                    tail_size=tail,
+                    status=UPLOADING,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed != 1:
+                raise Conflict(
+                    f"upload {upload_id!r} was changed by another request meanwhile (or "
+                    "cancelled); ask for its offset and resume from there"
+                )
+            for part in parts:
+                session.merge(
+                    UploadPart(
+                        session_id=upload_id,
+                        number=part.number,
+                        size=part.size,
+                        etag=part.etag,
+                        received_at=now,
+                    )
+                )
+        return seq + 1
+
+    def _fail(self, upload: UploadSession, reason: str) -> None:
+        self._discard_bytes(upload)
+        self._set_status(upload.id, FAILED, reason=reason)
+
     # -- completing -------------------------------------------------------------------------
 
     def complete(self, caller: Caller, upload_id: str) -> Media:
@@ -214,20 +445,22 @@ class Uploads:
                     raise NotFound(f"the media of upload {upload_id!r} is purged")
                 return media
             self._check_open(upload, allow_verifying=True)
-            parts = list(
-                session.scalars(
+            recorded = [
+                PartInfo(part.number, part.size, part.etag)
+                for part in session.scalars(
                     select(UploadPart)
                     .where(UploadPart.session_id == upload.id)
                     .order_by(UploadPart.number)
                 )
-            )
-        expected = math.ceil(upload.size / upload.chunk_size)
-        missing = sorted(set(range(1, expected + 1)) - {part.number for part in parts})
-        if missing:
-            offsets = [(number - 1) * upload.chunk_size for number in missing[:10]]
-            raise Conflict(f"parts are missing at offsets {offsets}; send them, then complete")
-        self._set_status(upload.id, VERIFYING)
-        stored = self._assemble(upload, parts)
+            ]
+        if upload.transfer == DIRECT_POST:
+            stored = self._posted_object(upload)
+        else:
+            parts = recorded if upload.transfer == THROUGH_SERVICE else self._bucket_parts(upload)
+            if parts is not None:
+                self._check_parts(upload, parts)
+            self._set_status(upload.id, VERIFYING)
+            stored = self._assemble(upload, parts)
         try:
             head = self.catalog.storage_io(self.storage.read_head, stored.key, SNIFF_BYTES)
             sniffed = sniff(head)
@@ -265,14 +498,63 @@ class Uploads:
         # The assembled object is kept if this commit fails: a retried completion reuses it.
         return self.catalog.commit_new(media, None, written_key=None, also=mark_ready)
 
-    def _assemble(self, upload: UploadSession, parts: list[UploadPart]) -> StoredObject:
-        infos = [PartInfo(part.number, part.size, part.etag) for part in parts]
+    @staticmethod
+    def _check_parts(upload: UploadSession, parts: list[PartInfo]) -> None:
+        chunk = upload.chunk_size
+        expected = math.ceil(upload.size / chunk)
+        missing = sorted(set(range(1, expected + 1)) - {part.number for part in parts})
+        if missing:
+            offsets = [(number - 1) * chunk for number in missing[:10]]
+            raise Conflict(f"parts are missing at offsets {offsets}; send them, then complete")
+        for part in parts:
+            want = min(chunk, upload.size - (part.number - 1) * chunk)
+            if part.size != want:
+                raise Conflict(
+                    f"part {part.number} has {part.size} bytes, not {want}; send it again"
+                )
+
+    def _bucket_parts(self, upload: UploadSession) -> list[PartInfo] | None:
+        """What the client put straight into the bucket; None once a completion assembled them."""
         try:
             return self.catalog.storage_io(
-                self.storage.complete_parts, upload.storage_key, upload.storage_upload_id, infos
+                self.storage.list_parts, upload.storage_key, upload.storage_upload_id
             )
         except ObjectNotFound:
-            # A completion that died after assembling: the parts are gone, the object is there.
+            if upload.status == VERIFYING:
+                return None
+            raise
+
+    def _posted_object(self, upload: UploadSession) -> StoredObject:
+        try:
+            info = self.catalog.storage_io(self.storage.head, upload.storage_key)
+        except ObjectNotFound:
+            raise Conflict(
+                f"nothing has been posted for upload {upload.id!r} yet; post the file, then "
+                "complete"
+            ) from None
+        if info.size != upload.size:
+            self._fail(upload, f"{info.size} bytes were posted, not the declared {upload.size}")
+            raise Conflict(f"{info.size} bytes were posted, not the declared {upload.size}")
+        self._set_status(upload.id, VERIFYING)
+        checksum = self.catalog.storage_io(checksum_of, self.storage, upload.storage_key)
+        return StoredObject(upload.storage_key, info.size, checksum)
+
+    def _assemble(self, upload: UploadSession, parts: list[PartInfo] | None) -> StoredObject:
+        """The parts made one object; ``None``: a completion that died after assembling them."""
+        try:
+            if parts is None:
+                raise ObjectNotFound(upload.storage_key)
+            return self.catalog.storage_io(
+                self.storage.complete_parts, upload.storage_key, upload.storage_upload_id, parts
+            )
+        except ValueError as exc:
+            # Storage holds other parts than the session recorded (one put again and not
+            # recorded, or lost with a machine): nothing can be assembled from them.
+            reason = f"the stored parts do not match what the upload recorded ({exc})"
+            self._fail(upload, reason)
+            raise Conflict(f"{reason}; start a new upload") from None
+        except ObjectNotFound:
+            # The parts are gone; the object they made is there, or the upload is lost.
             if not self.catalog.storage_io(self.storage.exists, upload.storage_key):
                 raise
             checksum = self.catalog.storage_io(checksum_of, self.storage, upload.storage_key)
@@ -287,9 +569,7 @@ class Uploads:
             return self.progress(caller, upload_id)
         if upload.status not in OPEN:
             raise Conflict(f"upload {upload_id!r} is {upload.status} and cannot be cancelled")
-        self.catalog.storage_io(
-            self.storage.abort_parts, upload.storage_key, upload.storage_upload_id
-        )
+        self._discard_bytes(upload)
         with self.catalog.changing() as session:
             row = self._get(session, caller, upload_id, for_update=True)
             row.status = CANCELLED
@@ -311,9 +591,7 @@ class Uploads:
                 )
             )
         for upload in idle:
-            self.catalog.storage_io(
-                self.storage.abort_parts, upload.storage_key, upload.storage_upload_id
-            )
+            self._discard_bytes(upload)
             with self.sessions.begin() as session:
                 row = session.get(UploadSession, upload.id, with_for_update=True)
                 if row is not None and row.status in EXPIRABLE and row.updated_at < cutoff:
@@ -335,6 +613,16 @@ class Uploads:
         if upload is None or not caller.owns(upload.user_id):
             raise NotFound(f"upload {upload_id!r} not found")
         return upload
+
+    def _discard_bytes(self, upload: UploadSession) -> None:
+        """Everything stored for a session that will not complete: parts, tail, posted object."""
+        if upload.transfer == DIRECT_POST:
+            self.catalog.storage_io(self.storage.delete, upload.storage_key)
+        else:
+            self.catalog.storage_io(
+                self.storage.abort_parts, upload.storage_key, upload.storage_upload_id
+            )
+        self.catalog.discard_object(upload.tail_key)
 
     @staticmethod
     def _check_open(upload: UploadSession, allow_verifying: bool = False) -> None:
@@ -359,3 +647,96 @@ class Uploads:
             "originalName": upload.original_name,
             "totalBytes": upload.size,
         }
+
+
+class _StreamWriter:
+    """Cuts a stream into the session's parts, keeping the last partial part as its tail."""
+
+    def __init__(self, uploads: Uploads, upload: UploadSession, offset: int, verify: bool) -> None:
+        self.uploads = uploads
+        self.upload = upload
+        self.storage = uploads.storage
+        self.catalog = uploads.catalog
+        self.chunk = upload.chunk_size
+        self.number = offset // self.chunk + 1
+        self.start = self.end = offset
+        # Until a checksummed body is verified, parts are stored but not recorded.
+        self.deferred = verify
+        self.seq = upload.append_seq
+        self.tail_key = upload.tail_key
+        self.pending: list[PartInfo] = []
+        # The bytes of the part being filled, as they came: joined once, when it is full.
+        self.blocks: list[bytes] = []
+        self.buffered = 0
+        if upload.tail_size:
+            tail = self.catalog.storage_io(
+                self.storage.read_head, upload.tail_key, upload.tail_size
+            )
+            if len(tail) != upload.tail_size:
+                raise ObjectNotFound(f"{upload.tail_key} (the upload's last partial part)")
+            self._buffer(tail)
+
+    def _buffer(self, block: bytes) -> None:
+        self.blocks.append(block)
+        self.buffered += len(block)
+
+    def _take(self, size: int) -> bytes:
+        data = b"".join(self.blocks)
+        self.blocks = [data[size:]] if len(data) > size else []
+        self.buffered -= size
+        return data[:size] if len(data) > size else data
+
+    def write(self, block: bytes) -> None:
+        self._buffer(block)
+        self.end += len(block)
+        while self.buffered >= self.chunk:
+            self._store_part(self._take(self.chunk))
+
+    def finish(self) -> None:
+        """Store the rest: the last part if the file is whole, else a new tail object."""
+        if self.end == self.start:
+            return  # nothing arrived: the session stays as it was
+        if self.buffered and self.end == self.upload.size:
+            self._store_part(self._take(self.buffered))
+        if not self.buffered:
+            self._record(None, 0)
+            return
+        # A new key each time: until the session row names it, the old tail is the valid one.
+        size = self.buffered
+        key = f"{self.upload.storage_key}.tail-{uuid7()}"
+        self.catalog.storage_io(
+            self.storage.put, key, [self._take(size)], "application/octet-stream"
+        )
+        self._record(key, size)
+
+    def _store_part(self, data: bytes) -> None:
+        part = self.catalog.storage_io(
+            self.storage.put_part,
+            self.upload.storage_key,
+            self.upload.storage_upload_id,
+            self.number,
+            data,
+        )
+        self.number += 1
+        self.pending.append(part)
+        if not self.deferred:
+            self._record(None, 0)
+
+    def _record(self, tail_key: str | None, tail_size: int) -> None:
+        if not self.pending and tail_key == self.tail_key:
+            return
+        self.seq = self.uploads._commit_append(
+            self.upload.id, self.seq, self.pending, tail_key, tail_size
+        )
+        self.pending = []
+        if self.tail_key is not None and self.tail_key != tail_key:
+            self.catalog.discard_object(self.tail_key)
+        self.tail_key = tail_key
+
+
+def _contiguous(numbers: set[int]) -> int:
+    """How many parts, from part 1 on, are all there."""
+    count = 0
+    while count + 1 in numbers:
+        count += 1
+    return count

@@ -101,6 +101,7 @@ def service_config(
     config["DB_URIS"] = {"media:Base": database_url}
     config["STORAGE_ROOT"] = str(tmp_path / "storage")
     config["MEDIA"]["outbox_interval_seconds"] = 0.2
+    config["MEDIA"]["processing_interval_seconds"] = 0.2
     port = free_port()
     config["WEB_SERVER_ADDRESS"] = f"127.0.0.1:{port}"
     config["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"

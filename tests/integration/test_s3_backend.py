@@ -31,7 +31,8 @@ def test_upload_stores_in_the_bucket_and_links_are_presigned(s3_service, connect
     with connect(user_id="u-1") as media:
         record = media.upload_file(upload_data(data, name="photo.png"))
         link = media.getUrl(record["id"], {"expiresIn": 300, "download": True})
-    (key,) = _keys(client, name)
+    # The original (processing may already have put its variants beside it).
+    (key,) = [key for key in _keys(client, name) if "." not in key]
     stored = client.head_object(Bucket=name, Key=key)
     assert stored["ContentType"] == "image/png" and stored["ContentLength"] == len(data)
     assert urlsplit(link["url"]).netloc == urlsplit(client.meta.endpoint_url).netloc
@@ -91,5 +92,5 @@ def test_s3_endpoint_down_during_upload(s3_service, connect, s3_server, bucket):
         client.create_bucket(Bucket=name)  # the restarted test server starts empty
         assert media.findAll({"withTotal": True})["total"] == 0
         record = media.upload_file(upload_data(pdf_bytes(), name="after.pdf"))
-    assert record["status"] == "READY"
+    assert record["status"] == "PROCESSING"
     assert len(_keys(client, name)) == 1

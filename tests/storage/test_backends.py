@@ -422,15 +422,24 @@ def test_a_bug_in_the_chunks_propagates_unchanged(
 PART = S3_TEST_PART_SIZE
 
 
+@pytest.fixture(params=[None, PART], ids=["parts", "in-place"])
+def staged_part_size(request: pytest.FixtureRequest) -> int | None:
+    """Staged uploads with and without the part size (with it, the local backend writes each
+    full part at its place in one file and completes by renaming)."""
+    return request.param
+
+
 def split_parts(data: bytes) -> list[bytes]:
     return [data[i : i + PART] for i in range(0, len(data), PART)]
 
 
-def test_staged_upload_of_parts_in_order(backend: Storage, raw_contents: RawContents) -> None:
+def test_staged_upload_of_parts_in_order(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
     data = os.urandom(2 * PART + 12_345)
     key = new_key()
 
-    upload_id = backend.begin_parts(key, "video/mp4")
+    upload_id = backend.begin_parts(key, "video/mp4", part_size=staged_part_size)
     infos = [
         backend.put_part(key, upload_id, number, chunk)
         for number, chunk in enumerate(split_parts(data), start=1)
@@ -452,8 +461,10 @@ def test_staged_upload_of_parts_in_order(backend: Storage, raw_contents: RawCont
     assert read_all(backend, key) == data
 
 
-def test_staged_upload_of_one_small_part(backend: Storage, raw_contents: RawContents) -> None:
-    upload_id = backend.begin_parts("one/part", "text/plain")
+def test_staged_upload_of_one_small_part(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
+    upload_id = backend.begin_parts("one/part", "text/plain", part_size=staged_part_size)
     part = backend.put_part("one/part", upload_id, 1, b"just this")
     stored = backend.complete_parts("one/part", upload_id, [part])
     assert (stored.size, stored.checksum) == (9, sha256(b"just this"))
@@ -461,12 +472,14 @@ def test_staged_upload_of_one_small_part(backend: Storage, raw_contents: RawCont
     assert raw_contents() == ["one/part"]
 
 
-def test_staged_parts_put_out_of_order(backend: Storage, raw_contents: RawContents) -> None:
+def test_staged_parts_put_out_of_order(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
     data = os.urandom(2 * PART + 777)
     chunks = split_parts(data)
     key = new_key()
 
-    upload_id = backend.begin_parts(key, "application/octet-stream")
+    upload_id = backend.begin_parts(key, "application/octet-stream", part_size=staged_part_size)
     third = backend.put_part(key, upload_id, 3, chunks[2])
     first = backend.put_part(key, upload_id, 1, chunks[0])
     second = backend.put_part(key, upload_id, 2, chunks[1])
@@ -477,12 +490,14 @@ def test_staged_parts_put_out_of_order(backend: Storage, raw_contents: RawConten
     assert raw_contents() == [key]
 
 
-def test_a_part_put_twice_is_harmless(backend: Storage, raw_contents: RawContents) -> None:
+def test_a_part_put_twice_is_harmless(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
     data = os.urandom(PART + 100)
     chunks = split_parts(data)
     key = new_key()
 
-    upload_id = backend.begin_parts(key, "application/octet-stream")
+    upload_id = backend.begin_parts(key, "application/octet-stream", part_size=staged_part_size)
     replaced = backend.put_part(key, upload_id, 1, chunks[0][::-1])  # then retried, right
     first = backend.put_part(key, upload_id, 1, chunks[0])
     second = backend.put_part(key, upload_id, 2, chunks[1])
@@ -500,10 +515,12 @@ def test_a_part_put_twice_is_harmless(backend: Storage, raw_contents: RawContent
     assert raw_contents() == [key]
 
 
-def test_abort_parts_leaves_nothing(backend: Storage, raw_contents: RawContents) -> None:
+def test_abort_parts_leaves_nothing(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
     data = os.urandom(PART + 10)
     key = new_key()
-    upload_id = backend.begin_parts(key, "application/octet-stream")
+    upload_id = backend.begin_parts(key, "application/octet-stream", part_size=staged_part_size)
     parts = [
         backend.put_part(key, upload_id, number, chunk)
         for number, chunk in enumerate(split_parts(data), start=1)
@@ -522,11 +539,13 @@ def test_abort_parts_leaves_nothing(backend: Storage, raw_contents: RawContents)
     assert raw_contents() == []
 
 
-def test_complete_with_a_missing_part(backend: Storage, raw_contents: RawContents) -> None:
+def test_complete_with_a_missing_part(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
     data = os.urandom(2 * PART + 5)
     chunks = split_parts(data)
     key = new_key()
-    upload_id = backend.begin_parts(key, "application/octet-stream")
+    upload_id = backend.begin_parts(key, "application/octet-stream", part_size=staged_part_size)
     first = backend.put_part(key, upload_id, 1, chunks[0])
     third = backend.put_part(key, upload_id, 3, chunks[2])
     never_put = PartInfo(number=2, size=PART, etag=first.etag)
@@ -543,10 +562,12 @@ def test_complete_with_a_missing_part(backend: Storage, raw_contents: RawContent
     assert raw_contents() == [key]
 
 
-def test_complete_with_a_wrong_etag(backend: Storage, raw_contents: RawContents) -> None:
+def test_complete_with_a_wrong_etag(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
     chunks = split_parts(os.urandom(PART + 5))
     key = new_key()
-    upload_id = backend.begin_parts(key, "application/octet-stream")
+    upload_id = backend.begin_parts(key, "application/octet-stream", part_size=staged_part_size)
     first = backend.put_part(key, upload_id, 1, chunks[0])
     second = backend.put_part(key, upload_id, 2, chunks[1])
 
@@ -558,8 +579,10 @@ def test_complete_with_a_wrong_etag(backend: Storage, raw_contents: RawContents)
     assert raw_contents() == []
 
 
-def test_bad_part_numbers_and_part_lists(backend: Storage, raw_contents: RawContents) -> None:
-    upload_id = backend.begin_parts("k", "text/plain")
+def test_bad_part_numbers_and_part_lists(
+    staged_part_size: int | None, backend: Storage, raw_contents: RawContents
+) -> None:
+    upload_id = backend.begin_parts("k", "text/plain", part_size=staged_part_size)
     for number in (0, -1, 10_001):
         with pytest.raises(ValueError):
             backend.put_part("k", upload_id, number, b"x")
@@ -569,7 +592,7 @@ def test_bad_part_numbers_and_part_lists(backend: Storage, raw_contents: RawCont
     with pytest.raises(ValueError):
         backend.complete_parts("k", upload_id, [part, part])
     with pytest.raises(InvalidKey):
-        backend.begin_parts("../escape", "text/plain")
+        backend.begin_parts("../escape", "text/plain", part_size=staged_part_size)
     with pytest.raises(InvalidKey):
         backend.put_part("a//b", upload_id, 1, b"x")
     backend.abort_parts("k", upload_id)
@@ -587,10 +610,10 @@ def test_unknown_upload_ids(backend: Storage, raw_contents: RawContents, upload_
     assert raw_contents() == []
 
 
-def test_staged_parts_are_not_listed(backend: Storage) -> None:
+def test_staged_parts_are_not_listed(staged_part_size: int | None, backend: Storage) -> None:
     backend.put("kept", [b"k"], "text/plain")
     backend.put("replaced", [b"old"], "text/plain")
-    upload_id = backend.begin_parts("replaced", "text/plain")
+    upload_id = backend.begin_parts("replaced", "text/plain", part_size=staged_part_size)
     part = backend.put_part("replaced", upload_id, 1, b"new bytes")
 
     assert {info.key for info in backend.iter_objects()} == {"kept", "replaced"}
@@ -602,12 +625,45 @@ def test_staged_parts_are_not_listed(backend: Storage) -> None:
     assert read_all(backend, "replaced") == b"new bytes"
 
 
+def test_local_in_place_parts_complete_by_renaming(
+    local_backend: LocalStorage, local_root: Path
+) -> None:
+    data = os.urandom(2 * PART + 10)
+    chunks = split_parts(data)
+    upload_id = local_backend.begin_parts("media/v", "video/mp4", part_size=PART)
+    staging = local_root / f".tmp-upload-{upload_id}"
+    infos = [local_backend.put_part("media/v", upload_id, 2, chunks[1])]
+    infos.insert(0, local_backend.put_part("media/v", upload_id, 1, chunks[0]))
+    infos.append(local_backend.put_part("media/v", upload_id, 3, chunks[2]))
+    # Full parts sit at their offsets in one file; their part files hold only the etag.
+    assert (staging / "part-00001").read_bytes() == hashlib.sha256(chunks[0]).digest()
+    assert (staging / "part-00003").stat().st_size == 32 + 10  # the short last part
+    inode = (staging / "data").stat().st_ino
+    stored = local_backend.complete_parts("media/v", upload_id, infos)
+    assert (stored.size, stored.checksum) == (len(data), sha256(data))
+    assert (local_root / "media/v").stat().st_ino == inode  # renamed, not copied
+    assert (local_root / "media/v").read_bytes() == data
+    assert not staging.exists()
+
+
+def test_local_in_place_upload_with_odd_parts_is_still_right(local_backend: LocalStorage) -> None:
+    """Parts not of the announced size are kept in their own files and copied at the end."""
+    odd, rest = os.urandom(PART + 5), os.urandom(PART)
+    upload_id = local_backend.begin_parts("media/w", "video/mp4", part_size=PART)
+    first = local_backend.put_part("media/w", upload_id, 1, odd)
+    second = local_backend.put_part("media/w", upload_id, 2, rest)  # this one in place
+    stored = local_backend.complete_parts("media/w", upload_id, [first, second])
+    assert (stored.size, stored.checksum) == (len(odd + rest), sha256(odd + rest))
+    assert read_all(local_backend, "media/w") == odd + rest
+
+
 def test_local_staged_upload_layout(local_backend: LocalStorage, local_root: Path) -> None:
     upload_id = local_backend.begin_parts("media/x", "text/plain")
     assert re.fullmatch(r"[0-9a-f]{32}", upload_id)
     part = local_backend.put_part("media/x", upload_id, 7, b"seven")
     staging = local_root / f".tmp-upload-{upload_id}"
-    assert (staging / "part-00007").read_bytes() == b"seven"
+    # A part file is its etag (the sha256 of the part), then the part.
+    assert (staging / "part-00007").read_bytes() == hashlib.sha256(b"seven").digest() + b"seven"
     assert part == PartInfo(7, 5, hashlib.sha256(b"seven").hexdigest())
     assert not any(p.name.startswith(".tmp-") for p in staging.iterdir())  # no temp files left
     # The id belongs to its key, as on S3.

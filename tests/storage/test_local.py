@@ -269,3 +269,11 @@ def test_temp_files_of_writes_that_died_are_removed_after_a_while(tmp_path: Path
     assert store.abort_incomplete_uploads(timedelta(days=1)) == 1
     assert not dead.exists() and live.exists()
     assert [info.key for info in store.iter_objects()] == ["media/a/kept"]
+
+
+def test_local_path_is_the_objects_own_file(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.put("media/a", [b"bytes"], "text/plain")
+    path = storage.local_path("media/a")
+    assert path is not None and Path(path).read_bytes() == b"bytes"
+    assert storage.local_path("media/missing") is None

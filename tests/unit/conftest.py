@@ -70,3 +70,9 @@ class Written:
 @pytest.fixture
 def written(sessions: sessionmaker, storage: LocalStorage) -> Written:
     return Written(sessions, storage)
+
+
+def without_signed_url(record: dict[str, Any]) -> dict[str, Any]:
+    """A record minus its ``url``: a private record's link is signed afresh on every answer, so
+    two answers a second apart carry different expiries for the same record."""
+    return {name: value for name, value in record.items() if name != "url"}

@@ -20,6 +20,9 @@ from storage import LocalStorage, new_key
 from tests.files import png_bytes, upload_data
 from tests.unit.conftest import Dispatched, act_as
 
+# Plain text is READY at once (nothing to process), which keeps these tests about storage.
+NOTES = b"lecture notes\n"
+
 
 def _age_file(storage_root, key, seconds):
     path = storage_root / key
@@ -30,7 +33,7 @@ def _age_file(storage_root, key, seconds):
 def test_a_crash_between_writing_bytes_and_the_commit_leaves_an_orphan_the_sweeper_removes(
     service, storage, storage_root
 ):
-    owned = service.upload_file(upload_data())
+    owned = service.upload_file(upload_data(NOTES, name="notes.txt"))
     # What a worker killed after storage.put and before its commit leaves behind:
     orphan = new_key()
     storage.put(orphan, [png_bytes()], "image/png")
@@ -52,8 +55,8 @@ def test_a_crash_between_writing_bytes_and_the_commit_leaves_an_orphan_the_sweep
 def test_a_record_whose_bytes_vanished_is_marked_failed_not_deleted(
     service, storage, sessions, dispatched, caplog
 ):
-    media = service.upload_file(upload_data())
-    kept = service.upload_file(upload_data(png_bytes(color="blue")))
+    media = service.upload_file(upload_data(NOTES, name="notes.txt"))
+    kept = service.upload_file(upload_data(NOTES + b"more\n", name="more.txt"))
     with sessions.begin() as session:
         session.execute(update(Media).values(created_at=utcnow() - timedelta(hours=2)))
         key = session.get(Media, media["id"]).storage_key
@@ -122,7 +125,9 @@ def test_a_store_that_looks_empty_is_not_taken_for_lost_bytes(
     service, storage, storage_root, sessions, dispatched, caplog
 ):
     """An unmounted volume or a wrong bucket must not turn every record FAILED."""
-    ids = [service.upload_file(upload_data(png_bytes(color=f"#{i:06x}")))["id"] for i in range(25)]
+    ids = [
+        service.upload_file(upload_data(NOTES + b"%d\n" % i, name="n.txt"))["id"] for i in range(25)
+    ]
     with sessions.begin() as session:
         session.execute(update(Media).values(created_at=utcnow() - timedelta(hours=2)))
     for info in list(storage.iter_objects()):

@@ -13,7 +13,7 @@ from schemas.media import MediaSchema, UploadFileSchema, dump_media
 from services.media.access import Caller
 from services.media.exceptions import Forbidden, ValidationError
 from services.media.models import Media
-from tests.files import pdf_bytes, png_bytes, upload_data
+from tests.files import one_page_pdf_bytes, pdf_bytes, png_bytes, upload_data
 from tests.unit.conftest import act_as
 
 
@@ -34,8 +34,11 @@ def test_default_order_is_newest_first(service):
 def test_filters(service):
     img = _upload(service, entityType="course", entityId="1", tags=["a", "b"], folder="x/y")
     doc = service.upload_file(
-        upload_data(pdf_bytes(), name="Syllabus.pdf", caption="Week ONE École", isPublic=True)
+        upload_data(
+            one_page_pdf_bytes(), name="Syllabus.pdf", caption="Week ONE École", isPublic=True
+        )
     )
+    service.process_media()  # both READY
     cases = {
         "type": ({"type": "DOCUMENT"}, [doc]),
         "mime family": ({"mimeType": "image/*"}, [img]),

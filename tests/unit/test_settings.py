@@ -47,6 +47,24 @@ def test_config_yml_defaults_and_environment(tmp_path, monkeypatch):
     }
     # Fits RabbitMQ 4's 16 MiB message limit once base64-encoded.
     assert settings.rpc_max_content_bytes * 4 / 3 < 16 * 1024 * 1024 - 64 * 1024
+    assert settings.user_quota_bytes is None and settings.upload_cors_origin == "*"
+    assert settings.upload_token_ttl.total_seconds() == 6 * 3600
+
+
+def test_upload_settings_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(
+        URL_SIGNING_KEY="s3cret",
+        MEDIA_USER_QUOTA_BYTES="1000000",
+        MEDIA_UPLOAD_CORS_ORIGIN="https://app.example",
+        MEDIA_UPLOAD_TOKEN_TTL="600",
+        MEDIA_UPLOAD_READ_TIMEOUT="5",
+    )
+    settings = MediaSettings.from_config(config)
+    assert settings.user_quota_bytes == 1_000_000
+    assert settings.upload_cors_origin == "https://app.example"
+    assert settings.upload_token_ttl.total_seconds() == 600
+    assert settings.upload_read_timeout.total_seconds() == 5
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,13 @@ from services.media.exceptions import (
     Conflict,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
     UnsupportedMediaType,
     ValidationError,
 )
 from services.media.ids import utcnow
 from services.media.models import UploadSession
+from services.media.uploads import ChecksumMismatch, OffsetMismatch, StreamInterrupted
 from tests.files import HTML_PAGE, noisy_png_bytes
 from tests.unit.conftest import act_as
 
@@ -52,7 +54,10 @@ def test_parts_in_any_order_become_one_verified_media(uploads, storage, dispatch
     checksum = "sha256:" + hashlib.sha256(data).hexdigest()
     started = _start(uploads, data, checksum=checksum, tags=["trip"], isPublic=True)
     assert started["status"] == "PENDING" and started["chunkSize"] == CHUNK
-    assert started["expiresAt"].endswith("Z") and started["uploadUrl"] is None
+    assert started["expiresAt"].endswith("Z")
+    assert started["uploadUrl"].endswith(f"/uploads/{started['uploadId']}")
+    assert started["uploadToken"].startswith(started["uploadId"] + ".")
+    assert started["directUpload"] is None
     parts = -(-len(data) // CHUNK)
     seen = []
     for number in [parts, 1, *range(2, parts), 1]:  # last first, and part 1 twice
@@ -65,7 +70,7 @@ def test_parts_in_any_order_become_one_verified_media(uploads, storage, dispatch
     assert progress["speed"] > 0 and progress["remainingTime"] == 0
 
     media = uploads.completeUpload(started["uploadId"])
-    assert media["status"] == "READY" and media["size"] == len(data)
+    assert media["status"] == "PROCESSING" and media["size"] == len(data)
     assert media["checksum"] == checksum and media["mimeType"] == "image/png"
     assert media["tags"] == ["trip"] and media["isPublic"] is True
     stored = b"".join(storage.iter_chunks(next(iter(storage.iter_objects())).key))
@@ -244,3 +249,166 @@ def test_a_completion_that_died_half_way_is_finished_by_a_retry(uploads, monkeyp
     media = uploads.completeUpload(upload_id)
     assert media["size"] == len(data)
     assert media["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# -- streams (the tus side) -----------------------------------------------------------------------
+
+
+def _blocks(data, size=700):
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_a_stream_in_odd_pieces_becomes_parts_and_a_tail(uploads, sessions, storage_root):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    streams = uploads.uploads
+    assert streams.append(upload_id, 0, _blocks(data[:1500]), 1500) == 1500
+    with sessions() as session:
+        row = session.get(UploadSession, upload_id)
+        assert (row.tail_size, row.status) == (1500 - CHUNK, "UPLOADING")
+        tail_key = row.tail_key
+    assert (storage_root / tail_key).read_bytes() == data[CHUNK:1500]
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 1500
+    assert streams.append(upload_id, 1500, _blocks(data[1500:]), None) == len(data)
+    assert not (storage_root / tail_key).exists()  # the old tail went once its bytes moved on
+    media = uploads.completeUpload(upload_id)
+    assert media["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_stream_at_the_wrong_offset_changes_nothing(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    streams = uploads.uploads
+    streams.append(upload_id, 0, [data[:100]], 100)
+    with pytest.raises(OffsetMismatch) as caught:
+        streams.append(upload_id, 0, [data[:100]], 100)
+    assert caught.value.expected == 100
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 100
+
+
+def test_an_interrupted_stream_keeps_what_arrived(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+
+    def dropped():
+        yield data[:1300]
+        raise StreamInterrupted("the connection closed")
+
+    with pytest.raises(StreamInterrupted):
+        uploads.uploads.append(upload_id, 0, dropped(), 2000)
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 1300
+
+
+def test_a_checksummed_stream_keeps_nothing_unless_it_matches(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    streams = uploads.uploads
+    piece = data[:1500]
+    with pytest.raises(ChecksumMismatch):
+        streams.append(upload_id, 0, _blocks(piece), None, ("sha256", b"\x00" * 32))
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 0
+
+    def dropped():
+        yield piece
+        raise StreamInterrupted("the connection closed")
+
+    with pytest.raises(StreamInterrupted):
+        streams.append(upload_id, 0, dropped(), 3000, ("sha256", b"\x00" * 32))
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 0
+    checksum = ("sha256", hashlib.sha256(piece).digest())
+    assert streams.append(upload_id, 0, _blocks(piece), None, checksum) == 1500
+
+
+def test_two_streams_racing_on_one_session_cannot_both_win(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    streams = uploads.uploads
+
+    def racing():
+        yield data[:600]
+        # Another request for the same offset finishes while this one is still streaming.
+        streams.append(upload_id, 0, [data[: CHUNK + 10]], CHUNK + 10)
+        yield data[600 : CHUNK + 200]
+
+    with pytest.raises(Conflict, match="another request"):
+        streams.append(upload_id, 0, racing(), None)
+    assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == CHUNK + 10
+
+
+def test_a_stream_past_the_declared_size_fails_the_upload(uploads, storage_root):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    with pytest.raises(PayloadTooLarge, match="declared"):
+        uploads.uploads.append(upload_id, 0, _blocks(data + b"more" * 1000), None)
+    progress = uploads.getUploadProgress(upload_id)
+    assert progress["status"] == "FAILED" and "declared" in progress["failureReason"]
+    assert [p for p in _staged_files(storage_root) if not p.name.startswith(".")] == []
+
+
+def test_rpc_parts_wait_while_a_stream_holds_a_tail(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    uploads.uploads.append(upload_id, 0, [data[:100]], 100)
+    with pytest.raises(Conflict, match="tus"):
+        _part(uploads, upload_id, data, 2)
+
+
+def test_the_sweeper_keeps_the_tail_of_a_paused_upload(uploads, sessions, storage_root):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    uploads.uploads.append(upload_id, 0, [data[:100]], 100)
+    catalog = uploads.catalog
+    catalog.settings = replace(catalog.settings, orphan_grace=timedelta(0))
+    assert catalog.sweep_orphans() == 0
+    assert uploads.uploads.append(upload_id, 100, [data[100:]], None) == len(data)
+    assert uploads.completeUpload(upload_id)["size"] == len(data)
+
+
+def test_direct_uploads_need_a_bucket(uploads):
+    with pytest.raises(ValidationError) as caught:
+        _start(uploads, b"x" * 100, direct=True)
+    assert "direct" in caught.value.fields
+
+
+def test_a_quota_counts_media_and_uploads_under_way(uploads, service):
+    data = noisy_png_bytes(3000)
+    catalog = uploads.catalog
+    catalog.settings = replace(catalog.settings, user_quota_bytes=len(data) * 2 + 10)
+    _start(uploads, data)
+    _start(uploads, data)
+    with pytest.raises(QuotaExceeded, match="quota"):
+        _start(uploads, data)
+    act_as(uploads, "u-2")
+    _start(uploads, data, userId="u-2")  # a quota is per user
+
+
+def test_an_idle_stream_expires_with_its_tail(uploads, sessions, storage_root, settings):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    uploads.uploads.append(upload_id, 0, [data[: CHUNK + 100]], CHUNK + 100)
+    with sessions() as session:
+        tail_key = session.get(UploadSession, upload_id).tail_key
+    assert (storage_root / tail_key).exists()
+    with sessions.begin() as session:
+        session.execute(
+            update(UploadSession).values(
+                updated_at=utcnow() - settings.upload_idle - timedelta(minutes=1)
+            )
+        )
+    uploads.expire_uploads()
+    assert uploads.getUploadProgress(upload_id)["status"] == "EXPIRED"
+    assert not (storage_root / tail_key).exists()
+    assert [p for p in _staged_files(storage_root) if not p.name.startswith(".")] == []
+
+
+def test_parts_that_changed_in_storage_are_a_conflict_not_a_crash(uploads, storage_root):
+    data = noisy_png_bytes(2500)
+    upload_id = _start(uploads, data)["uploadId"]
+    for number in range(1, -(-len(data) // CHUNK) + 1):
+        _part(uploads, upload_id, data, number)
+    (part,) = storage_root.glob(".tmp-upload-*/part-00001")
+    part.write_bytes(b"\x00" * 32 + part.read_bytes()[32:])  # an etag no put ever wrote
+    with pytest.raises(Conflict, match="do not match"):
+        uploads.completeUpload(upload_id)
+    assert uploads.getUploadProgress(upload_id)["status"] == "FAILED"
+    assert not list(storage_root.glob(".tmp-upload-*"))  # its parts are gone

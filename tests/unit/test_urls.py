@@ -10,9 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from services.media.ids import utcnow
 from services.media.models import Media
 from services.media.settings import SigningKey
-from services.media.urls import LinkRejected, MediaUrls
+from services.media.urls import LinkRejected, MediaUrls, TokenRejected, sign
 
 NOW = datetime(2026, 11, 21, 10, 0, 0)
 
@@ -141,3 +142,26 @@ def test_a_link_longer_than_the_longest_lifetime_is_refused(settings, storage):
     with pytest.raises(LinkRejected, match="longer than links may have"):
         _verify(urls, media, url)
     _verify(urls, media, urls.link(media, timedelta(days=7), now=NOW).url)
+
+
+def test_upload_tokens_name_one_upload_and_expire(settings, storage):
+    urls = MediaUrls(settings, storage)
+    now = utcnow()
+    token = urls.upload_token("up-1", now=now)
+    assert token.expires_at == now + settings.upload_token_ttl
+    assert urls.verify_upload_token(token.url, now=now) == "up-1"
+    upload_id, expires, key_id, signature = token.url.split(".")
+    for forged in (
+        f"up-2.{expires}.{key_id}.{signature}",
+        f"{upload_id}.{int(expires) + 60}.{key_id}.{signature}",
+        f"{upload_id}.{expires}.other.{signature}",
+        "not-a-token",
+    ):
+        with pytest.raises(TokenRejected):
+            urls.verify_upload_token(forged, now=now)
+    with pytest.raises(TokenRejected, match="expired"):
+        urls.verify_upload_token(token.url, now=now + settings.upload_token_ttl + timedelta(1))
+    # A signed link to a file is no upload token, and the other way round.
+    link_signature = sign(settings.url_signing_key, "up-1", "", "inline", int(expires))
+    with pytest.raises(TokenRejected):
+        urls.verify_upload_token(f"{upload_id}.{expires}.{key_id}.{link_signature}", now=now)

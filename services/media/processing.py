@@ -1,0 +1,562 @@
+"""Processing of stored media, off the request path: extracted facts, placeholders and variants.
+
+A media whose bytes can tell more (images, video, audio, PDF) is created ``PROCESSING``. The job
+lives on its row: a worker claims it with a compare-and-set that gives it a claim id and a lease,
+works without holding a transaction, and commits the result only if it still holds the claim
+(``READY`` and ``media_processed``, or ``FAILED`` with a reason and ``media_processing_failed``).
+A worker that dies lets the lease run out and the next run claims the job again; the variants
+it may have written are stored under keys named by the media and the recipe, so the redo writes
+the same objects, and only the claim holder's commit counts. No nameko here: CPU work goes
+through the catalog's ``offload`` (a thread pool under the service), external tools are green
+subprocesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import or_, select, update
+
+from services.media import imaging, probing
+from services.media.access import Caller
+from services.media.catalog import FAILED, PROCESSING, READY, MediaCatalog
+from services.media.exceptions import (
+    Conflict,
+    MediaError,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from services.media.ids import utcnow, uuid7
+from services.media.imaging import RenderedVariant, VariantRecipe
+from services.media.models import Media, MediaVariant
+from services.media.sniffing import MediaType
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+IMAGE_MIME_TYPES = frozenset(imaging.MIME_TYPES.values())
+COPY_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Job:
+    media_id: str
+    claim: str
+    storage_key: str
+    type: str
+    mime_type: str
+    attempts: int
+
+
+@dataclass
+class NewVariant:
+    """A rendition made by this job, in a local file until it is stored."""
+
+    name: str
+    fingerprint: str
+    rendered: RenderedVariant
+    path: Path
+    storage_key: str = ""
+
+
+@dataclass
+class Outcome:
+    """What processing found; stored in one transaction with the status change."""
+
+    facts: dict[str, Any]
+    width: int | None = None
+    height: int | None = None
+    variants: list[NewVariant] = field(default_factory=list)
+
+
+class MediaProcessor:
+    def __init__(self, catalog: MediaCatalog, tools: probing.ProbeTools | None = None) -> None:
+        self.catalog = catalog
+        self.settings = catalog.settings
+        self.storage: Storage = catalog.storage
+        self.tools = tools or _installed_tools(self.settings.tool_timeout_seconds)
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def run_pending(self, limit: int = 10) -> int:
+        """Claim up to ``limit`` jobs and process them one after the other; how many ran."""
+        jobs = self.claim(limit)
+        for job in jobs:
+            self.process(job)
+        return len(jobs)
+
+    def claim(self, limit: int) -> list[Job]:
+        now = utcnow()
+        free = or_(Media.processing_lease_until.is_(None), Media.processing_lease_until < now)
+        with self.catalog.sessions() as session:
+            due = session.execute(
+                select(
+                    Media.id,
+                    Media.storage_key,
+                    Media.type,
+                    Media.mime_type,
+                    Media.processing_attempts,
+                )
+                .where(Media.status == PROCESSING, free)
+                .order_by(Media.created_at)
+                .limit(limit)
+            ).all()
+        jobs = []
+        for media_id, key, media_type, mime_type, attempts in due:
+            claim = uuid7()
+            with self.catalog.sessions.begin() as session:
+                # A compare-and-set, so it holds on SQLite (no FOR UPDATE) as on PostgreSQL.
+                taken = session.execute(
+                    update(Media)
+                    .where(Media.id == media_id, Media.status == PROCESSING, free)
+                    .values(
+                        processing_claim=claim,
+                        processing_lease_until=now + self.settings.processing_lease,
+                        processing_attempts=Media.processing_attempts + 1,
+                    )
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if taken == 1:
+                jobs.append(Job(media_id, claim, key, media_type, mime_type, attempts + 1))
+        return jobs
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def process(self, job: Job) -> None:
+        try:
+            with self.workspace() as workdir:
+                source = self.original_file(job.storage_key, workdir)
+                outcome = self._extract(job, source, workdir)
+                self.store_variants(job, outcome)
+        except MediaError as exc:
+            if not isinstance(exc, probing.ToolUnavailable):
+                # The bytes are what they are: another try would fail the same way.
+                self._fail(job, str(exc))
+                return
+            # A tool that is configured but will not start is the deployment's fault, not the
+            # file's: tried again like any passing failure.
+            self._retry_or_fail(job, exc)
+            return
+        except Exception as exc:
+            self._retry_or_fail(job, exc)
+            return
+        self._finish(job, outcome)
+
+    def _retry_or_fail(self, job: Job, exc: Exception) -> None:
+        if job.attempts >= self.settings.processing_max_attempts:
+            log.error("processing media %s failed %d times: %s", job.media_id, job.attempts, exc)
+            self._fail(job, f"processing failed {job.attempts} times; last: {exc}")
+        else:
+            # Left PROCESSING: the lease runs out and a later run tries again.
+            log.warning("processing media %s failed (%s); will retry", job.media_id, exc)
+
+    def original_file(self, key: str, workdir: Path) -> Path:
+        """The original as a local file: the stored file itself on local disk (a video of
+        several GB is not copied), else a copy in ``workdir``."""
+        path = self.catalog.storage_io(self.storage.local_path, key)
+        if path is not None:
+            return Path(path)
+        copy = workdir / "original"
+        self.catalog.storage_io(_copy_to_file, self.storage, key, copy)
+        return copy
+
+    @contextmanager
+    def workspace(self) -> Iterator[Path]:
+        path = Path(tempfile.mkdtemp(prefix="media-processing-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _extract(self, job: Job, source: Path, workdir: Path) -> Outcome:
+        if job.type == MediaType.IMAGE.value:
+            if job.mime_type not in IMAGE_MIME_TYPES:
+                return Outcome({"note": f"no decoder here for {job.mime_type}; no facts extracted"})
+            return self.render_images(source, workdir, self.settings.variant_recipes)
+        needed = probing.tools_for(job.mime_type)
+        missing = self.tools.missing_reason(*needed)
+        if job.type in (MediaType.VIDEO.value, MediaType.AUDIO.value):
+            if self.tools.ffprobe is None:
+                return Outcome({"note": f"{missing}; no facts extracted"})
+            av = probing.probe_av(source, self.tools)
+            assert av is not None
+            outcome = Outcome(_camel(dataclasses.asdict(av)), av.width, av.height)
+            if av.has_video and self.tools.ffmpeg is not None:
+                self._with_still(outcome, "poster", workdir, probing.poster_frame, source)
+            elif av.has_video:
+                outcome.facts["note"] = f"{missing}; no poster frame"
+            return outcome
+        # A PDF: the only document type that gets here.
+        if self.tools.pdfinfo is None:
+            return Outcome({"note": f"{missing}; no facts extracted"})
+        pdf = probing.probe_pdf(source, self.tools)
+        assert pdf is not None
+        outcome = Outcome(_camel(dataclasses.asdict(pdf)))
+        if pdf.needs_password:
+            outcome.facts["note"] = "the PDF needs a password; no preview"
+        elif self.tools.pdftoppm is not None:
+            self._with_still(outcome, "preview", workdir, probing.pdf_preview, source)
+        else:
+            outcome.facts["note"] = f"{missing}; no preview"
+        return outcome
+
+    def render_images(
+        self, source: Path, workdir: Path, recipes: Sequence[VariantRecipe]
+    ) -> Outcome:
+        with ExitStack() as files:
+            outs: dict[str, IO[bytes]] = {
+                recipe.name: files.enter_context(open(workdir / recipe.name, "wb"))
+                for recipe in recipes
+            }
+            processed = self.catalog.offload(
+                functools.partial(imaging.process_image, limits=self.settings.image_limits),
+                source,
+                recipes,
+                outs,
+            )
+        facts = processed.facts
+        outcome = Outcome(
+            _camel(dataclasses.asdict(facts)) | {"kind": "image"}, facts.width, facts.height
+        )
+        by_name = {recipe.name: recipe for recipe in recipes}
+        for name, rendered in processed.variants.items():
+            outcome.variants.append(
+                NewVariant(name, by_name[name].fingerprint, rendered, workdir / name)
+            )
+        return outcome
+
+    def _with_still(
+        self, outcome: Outcome, name: str, workdir: Path, render: Any, source: Path
+    ) -> None:
+        """A poster frame or page preview, kept as a variant, and the presets made from it."""
+        still = workdir / f"{name}.jpg"
+        size = render(source, still, self.tools)
+        if size is None:
+            return
+        fingerprint = f"{name}-{probing.DEFAULT_MAX_PX}"
+        rendered = RenderedVariant(size[0], size[1], "JPEG", "image/jpeg", still.stat().st_size)
+        outcome.variants.append(NewVariant(name, fingerprint, rendered, still))
+        presets = self.render_images(still, workdir, self.settings.variant_recipes)
+        outcome.variants.extend(presets.variants)
+        if outcome.width is None:
+            outcome.width, outcome.height = size
+
+    def store_variants(self, job: Job, outcome: Outcome) -> None:
+        for variant in outcome.variants:
+            variant.storage_key = variant_key(job.storage_key, variant.name, variant.fingerprint)
+            self.catalog.storage_io(
+                _put_file,
+                self.storage,
+                variant.storage_key,
+                variant.path,
+                variant.rendered.mime_type,
+            )
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        replaced: list[str] = []
+        with self.catalog.changing() as session:
+            media = self._claimed(session, job)
+            if media is None:
+                return
+            for new in outcome.variants:
+                old_key = _put_variant_row(media, new)
+                if old_key:
+                    replaced.append(old_key)
+            media.facts = outcome.facts
+            if outcome.width is not None:
+                media.width, media.height = outcome.width, outcome.height
+            self._release(media, READY)
+            self.catalog.record_media_event(session, "media_processed", media)
+        for key in replaced:
+            self.catalog.discard_object(key)
+        log.info("processed media %s (%d variants)", job.media_id, len(outcome.variants))
+
+    def _fail(self, job: Job, reason: str) -> None:
+        with self.catalog.changing() as session:
+            media = self._claimed(session, job)
+            if media is None:
+                return
+            media.processing_error = reason
+            self._release(media, FAILED)
+            self.catalog.record_media_event(
+                session, "media_processing_failed", media, reason=reason
+            )
+        log.warning("processing media %s failed: %s", job.media_id, reason)
+
+    @staticmethod
+    def _claimed(session: Any, job: Job) -> Media | None:
+        """The media, if this job still holds it (not finished, removed or taken over)."""
+        media = session.get(Media, job.media_id, with_for_update=True)
+        if media is None or media.status != PROCESSING or media.processing_claim != job.claim:
+            log.info("processing media %s: the job was finished or taken over", job.media_id)
+            return None
+        return media
+
+    @staticmethod
+    def _release(media: Media, status: str) -> None:
+        media.status = status
+        media.processing_claim = None
+        media.processing_lease_until = None
+        media.updated_at = utcnow()
+
+
+class Renditions:
+    """Variants asked for by callers (resize, crop, optimize) and the regeneration of presets.
+
+    A request names its result by a fingerprint of everything that shapes the bytes, so a
+    repeated request returns the stored variant instead of rendering again.
+    """
+
+    def __init__(self, processor: MediaProcessor) -> None:
+        self.processor = processor
+        self.catalog = processor.catalog
+        self.settings = processor.settings
+
+    def list(self, caller: Caller, media_id: str) -> list[dict[str, Any]]:
+        media = self.catalog.find_one(caller, media_id)
+        return [self.catalog.present_variant(media, variant) for variant in media.variants]
+
+    def resize(self, caller: Caller, media_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        try:
+            recipe = VariantRecipe("resize", **options)
+        except imaging.RecipeError as exc:
+            raise ValidationError.for_field(exc.field, exc.reason.capitalize() + ".") from None
+        name = f"resize-{recipe.fingerprint}"
+
+        def render(source: Path, out: IO[bytes]) -> RenderedVariant:
+            return imaging.render_variant(source, recipe, out, limits=self.settings.image_limits)
+
+        return self._on_demand(caller, media_id, name, recipe.fingerprint, render)
+
+    def crop(self, caller: Caller, media_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        box = imaging.CropBox(options["x"], options["y"], options["width"], options["height"])
+        shape = [imaging.RENDER_VERSION, *dataclasses.astuple(box)]
+        shape += [options["format"], options["quality"]]
+        fingerprint = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+        def render(source: Path, out: IO[bytes]) -> RenderedVariant:
+            return imaging.crop(
+                source,
+                box,
+                out,
+                format=options["format"],
+                quality=options["quality"],
+                limits=self.settings.image_limits,
+            )
+
+        return self._on_demand(caller, media_id, f"crop-{fingerprint}", fingerprint, render)
+
+    def optimize(self, caller: Caller, media_id: str) -> dict[str, Any]:
+        """Re-encode the original to save bytes; the smaller file is kept as variant
+        ``optimized`` (the original is never replaced)."""
+        result: list[imaging.OptimizeResult] = []
+
+        def render(source: Path, out: IO[bytes]) -> RenderedVariant:
+            outcome = imaging.optimize(source, out, limits=self.settings.image_limits)
+            result.append(outcome)
+            if not outcome.improved:
+                raise _NotImproved(outcome.reason)
+            return RenderedVariant(
+                outcome.width,
+                outcome.height,
+                outcome.format,
+                outcome.mime_type,
+                outcome.optimized_size,
+            )
+
+        fingerprint = f"optimized-{imaging.RENDER_VERSION}"
+        try:
+            variant = self._on_demand(caller, media_id, "optimized", fingerprint, render)
+        except _NotImproved as kept:
+            media = self.catalog.find_one(caller, media_id)
+            return {
+                "originalSize": media.size,
+                "optimizedSize": media.size,
+                "ratio": 1.0,
+                "improved": False,
+                "reason": str(kept),
+                "variant": None,
+            }
+        media = self.catalog.find_one(caller, media_id)
+        return {
+            "originalSize": media.size,
+            "optimizedSize": variant["size"],
+            "ratio": round(variant["size"] / media.size, 4),
+            "improved": True,
+            "reason": None,
+            "variant": variant,
+        }
+
+    def _on_demand(
+        self,
+        caller: Caller,
+        media_id: str,
+        name: str,
+        fingerprint: str,
+        render: Callable[[Path, IO[bytes]], RenderedVariant],
+    ) -> dict[str, Any]:
+        media = self.catalog.find_one(caller, media_id)
+        self.catalog.check_acting_for(caller, media.user_id or "")
+        if media.type != MediaType.IMAGE.value or media.mime_type not in IMAGE_MIME_TYPES:
+            raise UnsupportedMediaType(
+                f"media {media_id!r} is {media.mime_type}; only images can be rendered"
+            )
+        if media.storage_key is None or media.status not in (READY, PROCESSING):
+            raise Conflict(f"media {media_id!r} is {media.status}; it has no bytes to render")
+        stored = next((v for v in media.variants if v.name == name), None)
+        if stored is not None and stored.fingerprint == fingerprint:
+            return self.catalog.present_variant(media, stored)
+        key = variant_key(media.storage_key, name, fingerprint)
+        with self.processor.workspace() as workdir:
+            source = self.processor.original_file(media.storage_key, workdir)
+            with open(workdir / "out", "wb") as out:
+                rendered = self.catalog.offload(render, source, out)
+            self.catalog.storage_io(
+                _put_file, self.catalog.storage, key, workdir / "out", rendered.mime_type
+            )
+        new = NewVariant(name, fingerprint, rendered, workdir / "out", key)
+        with self.catalog.changing() as session:
+            row = session.get(Media, media_id, with_for_update=True)
+            if row is None or row.deleted_at is not None:
+                raise NotFound(f"media {media_id!r} not found")
+            _put_variant_row(row, new)
+            row.updated_at = utcnow()
+            self.catalog.record_media_event(session, "media_updated", row, ["variants"])
+        media = self.catalog.find_one(caller, media_id)
+        stored = next(v for v in media.variants if v.name == name)
+        return self.catalog.present_variant(media, stored)
+
+    def regenerate_stale(self, limit: int = 20) -> dict[str, int]:
+        """Remake the preset variants whose recipe changed (or that are missing) on READY
+        images, without touching the originals; ``limit`` media per call."""
+        recipes = {recipe.name: recipe for recipe in self.settings.variant_recipes}
+        wanted = {name: recipe.fingerprint for name, recipe in recipes.items()}
+        regenerated = 0
+        after = ""
+        with self.catalog.sessions() as session:
+            while regenerated < limit:
+                batch = list(
+                    session.scalars(
+                        select(Media)
+                        .where(
+                            Media.status == READY,
+                            Media.type == MediaType.IMAGE.value,
+                            Media.mime_type.in_(IMAGE_MIME_TYPES),
+                            Media.storage_key.is_not(None),
+                            Media.id > after,
+                        )
+                        .order_by(Media.id)
+                        .limit(200)
+                    )
+                )
+                if not batch:
+                    break
+                after = batch[-1].id
+                for media in batch:
+                    have = {v.name: v.fingerprint for v in media.variants}
+                    stale = [recipes[n] for n, fp in wanted.items() if have.get(n) != fp]
+                    if stale:
+                        self._regenerate(media, stale)
+                        regenerated += 1
+                        if regenerated >= limit:
+                            break
+        return {"regenerated": regenerated}
+
+    def _regenerate(self, media: Media, recipes: list[VariantRecipe]) -> None:
+        assert media.storage_key is not None
+        with self.processor.workspace() as workdir:
+            source = self.processor.original_file(media.storage_key, workdir)
+            outcome = self.processor.render_images(source, workdir, recipes)
+            job = Job(media.id, "", media.storage_key, media.type, media.mime_type, 0)
+            self.processor.store_variants(job, outcome)
+        replaced = []
+        with self.catalog.changing() as session:
+            row = session.get(Media, media.id, with_for_update=True)
+            if row is None or row.status != READY:
+                return
+            for new in outcome.variants:
+                old_key = _put_variant_row(row, new)
+                if old_key:
+                    replaced.append(old_key)
+            row.updated_at = utcnow()
+            self.catalog.record_media_event(session, "media_updated", row, ["variants"])
+        for key in replaced:
+            self.catalog.discard_object(key)
+
+
+class _NotImproved(Exception):
+    pass
+
+
+def _put_variant_row(media: Media, new: NewVariant) -> str | None:
+    """Add or update the variant's row and the media's list of variants (in a transaction);
+    returns the storage key it replaced, if any."""
+    row = next((v for v in media.variant_rows if v.name == new.name), None)
+    replaced = None
+    if row is None:
+        row = MediaVariant(name=new.name)
+        media.variant_rows.append(row)
+    elif row.storage_key != new.storage_key:
+        replaced = row.storage_key
+    row.fingerprint, row.storage_key = new.fingerprint, new.storage_key
+    row.width, row.height = new.rendered.width, new.rendered.height
+    row.format, row.mime_type = new.rendered.format, new.rendered.mime_type
+    row.size, row.created_at = new.rendered.size, utcnow()
+    listed = [item for item in media.variant_list or () if item["name"] != new.name]
+    media.variant_list = sorted([*listed, row.to_json()], key=lambda item: item["name"])
+    return replaced
+
+
+@functools.lru_cache(maxsize=4)
+def _installed_tools(timeout_seconds: float) -> probing.ProbeTools:
+    """The tools on PATH, looked up once per process rather than on every run of the timer."""
+    return probing.ProbeTools(timeout_seconds=timeout_seconds)
+
+
+def variant_key(storage_key: str, name: str, fingerprint: str) -> str:
+    """Where a variant's bytes live: beside the original, named by recipe, so a redone job
+    writes the same object and a changed recipe a new one."""
+    return f"{storage_key}.{name}-{fingerprint}"
+
+
+def _copy_to_file(storage: Storage, key: str, path: Path) -> None:
+    with open(path, "wb") as handle:
+        for chunk in storage.iter_chunks(key, chunk_size=COPY_BLOCK):
+            handle.write(chunk)
+
+
+def _put_file(storage: Storage, key: str, path: Path, content_type: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb") as handle:
+            while block := handle.read(COPY_BLOCK):
+                yield block
+
+    storage.put(key, chunks(), content_type)
+
+
+def _camel(values: dict[str, Any]) -> dict[str, Any]:
+    """Facts as they go on the wire: camelCase keys, no empty values."""
+    result = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        head, *rest = name.split("_")
+        result[head + "".join(part.title() for part in rest)] = value
+    return result
+
+
+__all__ = ["MediaProcessor", "Renditions", "variant_key"]
