@@ -64,14 +64,31 @@ class DroppingProxy:
         self.dropped = False
         self.listener = eventlet.listen(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self._relays: list[eventlet.greenthread.GreenThread] = []
         self._thread = eventlet.spawn(self._serve)
 
     def _serve(self) -> None:
         while True:
             client, _ = self.listener.accept()
-            upstream = eventlet.connect(self.target)
-            eventlet.spawn(self._pipe, client, upstream, count=True)
-            eventlet.spawn(self._pipe, upstream, client, count=False)
+            self._relays.append(eventlet.spawn(self._relay, client))
+
+    def _relay(self, client: socket.socket) -> None:
+        upstream = eventlet.connect(self.target)
+        pipes = [
+            eventlet.spawn(self._pipe, client, upstream, count=True),
+            eventlet.spawn(self._pipe, upstream, client, count=False),
+        ]
+        try:
+            for pipe in pipes:
+                pipe.wait()
+        finally:
+            # Closed only once neither pipe waits on them: eventlet's close does not tell the
+            # hub, so a socket closed under a waiting green thread leaves a listener on its fd,
+            # and the next connection given that fd number (a database's, say) fails.
+            for pipe in pipes:
+                pipe.kill()
+            client.close()
+            upstream.close()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
         try:
@@ -84,17 +101,19 @@ class DroppingProxy:
                 if count:
                     self.sent += len(data)
         except (OSError, EOFError):
-            pass  # one side went away (eventlet says EOFError when the other pipe closed it)
+            pass  # one side went away
         finally:
+            # Shutting both down wakes the other pipe with an end of stream.
             for end in (source, sink):
                 try:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-                end.close()
 
     def close(self) -> None:
         self._thread.kill()
+        for relay in self._relays:
+            relay.kill()
         self.listener.close()
 
 
