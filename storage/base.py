@@ -216,10 +216,16 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
+    def complete_parts(
+        self, key: str, upload_id: str, parts: list[PartInfo], checksum: str | None = None
+    ) -> StoredObject:
         """Assemble ``parts`` (as put_part returned them) in number order into the object at
         ``key``, atomically: readers never see a partial object. Returns the size and sha256 of
         the whole object. Stored parts not in ``parts`` are discarded.
+
+        ``checksum`` (``sha256:<hex>``): the sha256 of the parts' bytes in order, when the caller
+        hashed them as it put them. The backend may return it as given instead of reading the
+        object back to compute it; the etags, checked as always, tie it to the stored parts.
 
         :class:`ObjectNotFound` if the upload id is unknown; ValueError if ``parts`` does not
         match what was stored (a part never put, a wrong etag): the upload is then left as it

@@ -311,7 +311,9 @@ class LocalStorage(Storage):
             _write_atomically(staging, _part_name(number), [tag, data], key)
         return PartInfo(number=number, size=size, etag=tag.hex())
 
-    def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
+    def complete_parts(
+        self, key: str, upload_id: str, parts: list[PartInfo], checksum: str | None = None
+    ) -> StoredObject:
         """Stream the part files through :meth:`put` (each checked against its etag on the way),
         then remove the staging directory. One read of each part, no extra copy."""
         self._path(key)  # an invalid key fails before anything is read
@@ -329,7 +331,7 @@ class LocalStorage(Storage):
             )
         part_size = _part_size(key, staging)
         if part_size is not None and all(part.size == part_size for part in ordered[:-1]):
-            stored = self._complete_in_place(key, upload_id, staging, ordered, part_size)
+            stored = self._complete_in_place(key, upload_id, staging, ordered, part_size, checksum)
         else:
             # put() does the atomic write; a part whose bytes do not match its etag stops it
             # midway, which leaves no object behind.
@@ -344,10 +346,17 @@ class LocalStorage(Storage):
         return stored
 
     def _complete_in_place(
-        self, key: str, upload_id: str, staging: str, parts: list[PartInfo], part_size: int
+        self,
+        key: str,
+        upload_id: str,
+        staging: str,
+        parts: list[PartInfo],
+        part_size: int,
+        checksum: str | None,
     ) -> StoredObject:
         """The parts already sit at their offsets in the data file: put the short last part
-        there too, cut the file to size, fsync, hash it once and rename it into place."""
+        there too, cut the file to size, fsync, hash it once (unless the caller did) and rename
+        it into place."""
         data_path = os.path.join(staging, _DATA_FILE)
         total = sum(part.size for part in parts)
         hasher = hashlib.sha256()
@@ -362,9 +371,11 @@ class LocalStorage(Storage):
             with _writing(key):
                 os.ftruncate(fd, total)
                 os.fsync(fd)
-            with _reading(key):
-                while block := os.read(fd, DEFAULT_CHUNK_SIZE):
-                    hasher.update(block)
+            if checksum is None:
+                with _reading(key):
+                    while block := os.read(fd, DEFAULT_CHUNK_SIZE):
+                        hasher.update(block)
+                checksum = f"sha256:{hasher.hexdigest()}"
         finally:
             os.close(fd)
         path = self._path(key)
@@ -382,7 +393,7 @@ class LocalStorage(Storage):
                         raise
             for synced in sorted({os.path.dirname(path), *(os.path.dirname(d) for d in created)}):
                 _fsync_dir(synced)
-        return StoredObject(key=key, size=total, checksum=f"sha256:{hasher.hexdigest()}")
+        return StoredObject(key=key, size=total, checksum=checksum)
 
     def abort_parts(self, key: str, upload_id: str) -> None:
         """Rename the staging directory away (the id is dead from then on), then remove it."""

@@ -202,15 +202,18 @@ class S3Storage(Storage):
             )
         return PartInfo(number=number, size=size, etag=str(response["ETag"]))
 
-    def complete_parts(self, key: str, upload_id: str, parts: list[PartInfo]) -> StoredObject:
-        """CompleteMultipartUpload with the parts' ETags, then one GetObject read to the end.
+    def complete_parts(
+        self, key: str, upload_id: str, parts: list[PartInfo], checksum: str | None = None
+    ) -> StoredObject:
+        """CompleteMultipartUpload with the parts' ETags, then, unless the caller gave the
+        ``checksum``, one GetObject read to the end.
 
-        Cost: the whole object is downloaded once more. S3 cannot hash across parts (a multipart
-        ETag is an MD5 of the parts' MD5s) and the parts may have been put in any order or by
-        several processes, so the sha256 of the assembled object can only be computed from the
-        object itself. The read asks for the ETag the completion returned (If-Match), so the
-        checksum is that of the object written here even if the key is replaced meanwhile:
-        then StorageUnavailable.
+        Cost without it: the whole object is downloaded once more. S3 cannot hash across parts
+        (a multipart ETag is an MD5 of the parts' MD5s) and the parts may have been put in any
+        order or by several processes, so the sha256 of the assembled object can only be
+        computed from the object itself. The read asks for the ETag the completion returned
+        (If-Match), so the checksum is that of the object written here even if the key is
+        replaced meanwhile: then StorageUnavailable.
         """
         validate_key(key)
         ordered = check_parts(parts)
@@ -224,6 +227,8 @@ class S3Storage(Storage):
                     "Parts": [{"PartNumber": part.number, "ETag": part.etag} for part in ordered]
                 },
             )
+        if checksum is not None:
+            return StoredObject(key=key, size=sum(part.size for part in ordered), checksum=checksum)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if response.get("ETag"):
             params["IfMatch"] = response["ETag"]

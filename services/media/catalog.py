@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Offload = Callable[..., Any]
+# Starts a call and returns at once with something whose wait() gives the call's return value.
+Spawn = Callable[..., Any]
 
 # Fields a caller may change with update(), by internal name -> wire name.
 UPDATABLE = {
@@ -135,12 +137,45 @@ def _run_inline(function: Callable[..., T], *args: Any) -> T:
     return function(*args)
 
 
+class _Done:
+    """A call already made: for callers not on an event loop (scripts, unit tests)."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        self.value = function(*args)
+
+    def wait(self) -> Any:
+        return self.value
+
+
+class Pending:
+    """A call running alongside the caller; :meth:`wait` returns its result or raises its error."""
+
+    def __init__(self, spawn: Spawn, function: Callable[..., Any], *args: Any) -> None:
+        # The error is carried back as a value: a green thread dying of it would be reported on
+        # its own (and again by whoever waits).
+        self._running = spawn(_outcome, function, *args)
+
+    def wait(self) -> Any:
+        ok, value = self._running.wait()
+        if not ok:
+            raise value
+        return value
+
+
+def _outcome(function: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    try:
+        return True, function(*args)
+    except Exception as exc:
+        return False, exc
+
+
 @dataclass
 class MediaCatalog:
     sessions: sessionmaker
     storage: Storage
     settings: MediaSettings
     offload: Offload = _run_inline
+    spawn: Spawn = _Done
     recorded_events: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -152,6 +187,10 @@ class MediaCatalog:
         if self.storage.blocking_io:
             return self.offload(function, *args)
         return function(*args)
+
+    def start(self, function: Callable[..., Any], *args: Any) -> Pending:
+        """Run ``function(*args)`` alongside the caller (a green thread under the service)."""
+        return Pending(self.spawn, function, *args)
 
     # -- presentation -----------------------------------------------------------------------
 

@@ -55,7 +55,11 @@ class Catalog(Database):
 
     def get_dependency(self, worker_ctx: Any) -> MediaCatalog:
         return MediaCatalog(
-            sessions=self.Session, storage=self.storage, settings=self.settings, offload=offload
+            sessions=self.Session,
+            storage=self.storage,
+            settings=self.settings,
+            offload=offload,
+            spawn=eventlet.spawn,
         )
 
     def worker_teardown(self, worker_ctx: Any) -> None:

@@ -194,7 +194,7 @@ class TusProtocol:
         if upload.status == VERIFYING or upload.status == READY:
             raise Conflict(f"upload {upload.id!r} has all its bytes")
         try:
-            end = self.uploads.append(
+            appended = self.uploads.append(
                 upload.id, offset, self.read_body(request, length), length, checksum
             )
         except PayloadTooLarge:
@@ -206,10 +206,10 @@ class TusProtocol:
             )
             return self.error(400, f"the request body ended early: {exc}")
         response = response or Response(status=204)
-        response.headers["Upload-Offset"] = str(end)
+        response.headers["Upload-Offset"] = str(appended.end)
         upload = self.uploads.find(upload.id)
-        if end == upload.size:
-            media = self.uploads.complete(INTERNAL, upload.id)
+        if appended.end == upload.size:
+            media = self.uploads.complete(INTERNAL, upload.id, appended.streamed)
             response.headers["Media-Id"] = media.id
             upload = self.uploads.find(upload.id)
         return self.finish(self._describe(upload, response))

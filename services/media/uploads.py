@@ -17,7 +17,9 @@ import binascii
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from services.media.access import INTERNAL, Caller
-from services.media.catalog import MediaCatalog, checksum_of
+from services.media.catalog import MediaCatalog, Pending, checksum_of
 from services.media.exceptions import (
     Conflict,
     MediaError,
@@ -63,6 +65,9 @@ SPEED_WINDOW = timedelta(seconds=30)
 # (presigned UploadPart URLs) or whole (a presigned POST, for files of one part).
 THROUGH_SERVICE, DIRECT_PARTS, DIRECT_POST = "service", "direct", "direct-post"
 SUPPORTED_CHECKSUMS = ("sha256", "sha1", "md5")
+# How often a stream records the parts it stored (and so how far the offset a client can see
+# trails the bytes stored, while a request is still sending).
+RECORD_INTERVAL = 1.0  # seconds
 
 
 class StreamInterrupted(Exception):
@@ -79,6 +84,22 @@ class OffsetMismatch(Conflict):
 
 class ChecksumMismatch(Conflict):
     """A request's bytes do not match the checksum the client sent with them (HTTP only)."""
+
+
+@dataclass(frozen=True)
+class StreamedFile:
+    """A whole file that one request body carried from offset 0: its sha256, hashed as the bytes
+    went to storage, and the parts it was stored as. Completion uses the checksum instead of
+    reading the file back, if the session still records exactly these parts."""
+
+    checksum: str  # sha256:<hex>
+    parts: tuple[tuple[int, str], ...]  # (number, etag)
+
+
+@dataclass(frozen=True)
+class Appended:
+    end: int  # the session's offset after the request
+    streamed: StreamedFile | None = None
 
 
 class Uploads:
@@ -345,14 +366,15 @@ class Uploads:
         blocks: Iterable[bytes],
         length: int | None = None,
         checksum: tuple[str, bytes] | None = None,
-    ) -> int:
+    ) -> Appended:
         """Add a request body's bytes at ``offset``; returns the new offset.
 
-        Whole parts are stored and recorded as soon as they fill, so a dropped connection or a
-        dead process loses at most the part being filled; what is left at the end of the body
-        becomes the session's tail object. With a ``checksum`` (algorithm, digest) of the body,
-        nothing is recorded until the whole body matched it. A body that would go past the
-        declared size fails the session: the client lied about its size.
+        Whole parts are stored as soon as they fill, each while the next one arrives, and
+        recorded once stored, so a dropped connection loses nothing that arrived and a dead
+        process loses at most the part being stored and the one being filled; what is left at
+        the end of the body becomes the session's tail object. With a ``checksum`` (algorithm,
+        digest) of the body, nothing is recorded until the whole body matched it. A body that
+        would go past the declared size fails the session: the client lied about its size.
         """
         upload = self.find(upload_id)
         self._check_open(upload)
@@ -371,6 +393,7 @@ class Uploads:
         try:
             for block in blocks:
                 if writer.end + len(block) > upload.size:
+                    writer.abandon()
                     self._fail(upload, "more bytes were sent than the declared size")
                     raise PayloadTooLarge(
                         f"the upload was declared as {upload.size} bytes and more were sent; "
@@ -379,17 +402,19 @@ class Uploads:
                 if digest is not None:
                     digest.update(block)  # in steps of one read: never long on the event loop
                 writer.write(block)
+            if checksum is not None and digest is not None and digest.digest() != checksum[1]:
+                raise ChecksumMismatch(
+                    f"the request's bytes do not match its {checksum[0]} checksum; nothing of "
+                    "it was kept, send it again"
+                )
+            writer.finish()
         except StreamInterrupted:
             if checksum is None:
                 writer.finish()  # keep what arrived; the client resumes from the new offset
             raise
-        if checksum is not None and digest is not None and digest.digest() != checksum[1]:
-            raise ChecksumMismatch(
-                f"the request's bytes do not match its {checksum[0]} checksum; nothing of it "
-                "was kept, send it again"
-            )
-        writer.finish()
-        return writer.end
+        finally:
+            writer.abandon()  # a part still being stored when the request failed
+        return Appended(writer.end, writer.streamed())
 
     def _commit_append(
         self, upload_id: str, seq: int, parts: list[PartInfo], tail_key: str | None, tail: int
@@ -436,7 +461,14 @@ class Uploads:
 
     # -- completing -------------------------------------------------------------------------
 
-    def complete(self, caller: Caller, upload_id: str) -> Media:
+    def complete(
+        self, caller: Caller, upload_id: str, streamed: StreamedFile | None = None
+    ) -> Media:
+        """Verify the session's bytes and make them a Media record.
+
+        ``streamed``: the file as the request that just sent all of it saw it (see
+        :meth:`append`); its checksum is used if the session records exactly its parts.
+        """
         with self.sessions() as session:
             upload = self._get(session, caller, upload_id)
             if upload.status == READY:
@@ -459,8 +491,13 @@ class Uploads:
             parts = recorded if upload.transfer == THROUGH_SERVICE else self._bucket_parts(upload)
             if parts is not None:
                 self._check_parts(upload, parts)
+            known = None
+            if streamed is not None and streamed.parts == tuple(
+                (part.number, part.etag) for part in recorded
+            ):
+                known = streamed.checksum
             self._set_status(upload.id, VERIFYING)
-            stored = self._assemble(upload, parts)
+            stored = self._assemble(upload, parts, known)
         try:
             head = self.catalog.storage_io(self.storage.read_head, stored.key, SNIFF_BYTES)
             sniffed = sniff(head)
@@ -539,13 +576,20 @@ class Uploads:
         checksum = self.catalog.storage_io(checksum_of, self.storage, upload.storage_key)
         return StoredObject(upload.storage_key, info.size, checksum)
 
-    def _assemble(self, upload: UploadSession, parts: list[PartInfo] | None) -> StoredObject:
-        """The parts made one object; ``None``: a completion that died after assembling them."""
+    def _assemble(
+        self, upload: UploadSession, parts: list[PartInfo] | None, checksum: str | None
+    ) -> StoredObject:
+        """The parts made one object; ``None``: a completion that died after assembling them.
+        ``checksum``: the parts' sha256, if already known."""
         try:
             if parts is None:
                 raise ObjectNotFound(upload.storage_key)
             return self.catalog.storage_io(
-                self.storage.complete_parts, upload.storage_key, upload.storage_upload_id, parts
+                self.storage.complete_parts,
+                upload.storage_key,
+                upload.storage_upload_id,
+                parts,
+                checksum,
             )
         except ValueError as exc:
             # Storage holds other parts than the session recorded (one put again and not
@@ -664,9 +708,16 @@ class _StreamWriter:
         self.deferred = verify
         self.seq = upload.append_seq
         self.tail_key = upload.tail_key
-        self.pending: list[PartInfo] = []
-        # The bytes of the part being filled, as they came: joined once, when it is full.
-        self.blocks: list[bytes] = []
+        self.pending: list[PartInfo] = []  # stored, not yet recorded
+        self.recorded_at = time.monotonic()
+        self.stored: list[PartInfo] = []  # every part this request stored
+        self.in_flight: Pending | None = None  # the part being stored while the next arrives
+        # A body from offset 0 is hashed on its way to storage: if it is the whole file,
+        # completion need not read the file back.
+        self.hasher = hashlib.sha256() if offset == 0 else None
+        # The part being filled. Blocks are copied in as they come, so at most this part, the
+        # one being stored and one block are held.
+        self.buffer = bytearray(self.chunk)
         self.buffered = 0
         if upload.tail_size:
             tail = self.catalog.storage_io(
@@ -674,52 +725,108 @@ class _StreamWriter:
             )
             if len(tail) != upload.tail_size:
                 raise ObjectNotFound(f"{upload.tail_key} (the upload's last partial part)")
-            self._buffer(tail)
+            self._fill(memoryview(tail))
 
-    def _buffer(self, block: bytes) -> None:
-        self.blocks.append(block)
-        self.buffered += len(block)
+    def _fill(self, view: memoryview) -> memoryview:
+        """Copy what fits into the part being filled; returns the rest."""
+        taken = min(len(view), self.chunk - self.buffered)
+        self.buffer[self.buffered : self.buffered + taken] = view[:taken]
+        self.buffered += taken
+        return view[taken:]
 
-    def _take(self, size: int) -> bytes:
-        data = b"".join(self.blocks)
-        self.blocks = [data[size:]] if len(data) > size else []
-        self.buffered -= size
-        return data[:size] if len(data) > size else data
+    def _take(self) -> bytes | bytearray:
+        """The bytes buffered so far, as a part; the buffer starts empty again."""
+        if self.buffered == self.chunk:
+            data: bytes | bytearray = self.buffer
+            self.buffer = bytearray(self.chunk)
+        else:
+            data = bytes(self.buffer[: self.buffered])
+        self.buffered = 0
+        return data
 
     def write(self, block: bytes) -> None:
-        self._buffer(block)
         self.end += len(block)
-        while self.buffered >= self.chunk:
-            self._store_part(self._take(self.chunk))
+        view = memoryview(block)
+        while view:
+            view = self._fill(view)
+            if self.buffered == self.chunk:
+                self._settle()  # first: its part is freed before another buffer is made
+                self._store_part(self._take())
 
     def finish(self) -> None:
         """Store the rest: the last part if the file is whole, else a new tail object."""
+        self._settle()
         if self.end == self.start:
             return  # nothing arrived: the session stays as it was
         if self.buffered and self.end == self.upload.size:
-            self._store_part(self._take(self.buffered))
+            self._store_part(self._take())
+            self._settle()
         if not self.buffered:
             self._record(None, 0)
             return
         # A new key each time: until the session row names it, the old tail is the valid one.
         size = self.buffered
         key = f"{self.upload.storage_key}.tail-{uuid7()}"
-        self.catalog.storage_io(
-            self.storage.put, key, [self._take(size)], "application/octet-stream"
-        )
+        self.catalog.storage_io(self.storage.put, key, [self._take()], "application/octet-stream")
         self._record(key, size)
 
-    def _store_part(self, data: bytes) -> None:
-        part = self.catalog.storage_io(
-            self.storage.put_part,
-            self.upload.storage_key,
-            self.upload.storage_upload_id,
-            self.number,
-            data,
+    def abandon(self) -> None:
+        """Wait for the part still being stored, if any, and record nothing more."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            try:
+                in_flight.wait()
+            except Exception:
+                log.debug("a part of upload %s failed after its request did", self.upload.id)
+
+    def streamed(self) -> StreamedFile | None:
+        """The whole file, if this request carried all of it, from offset 0."""
+        if self.hasher is None or self.end != self.upload.size or self.in_flight is not None:
+            return None
+        return StreamedFile(
+            f"sha256:{self.hasher.hexdigest()}",
+            tuple((part.number, part.etag) for part in self.stored),
         )
+
+    def _store_part(self, data: bytes | bytearray) -> None:
+        """Start storing a full part; the previous one is settled first, so parts are hashed
+        and recorded in order and at most two are held in memory."""
+        self._settle()
+        self.in_flight = self.catalog.start(self._put, self.number, data)
         self.number += 1
+
+    def _put(self, number: int, data: bytes | bytearray) -> PartInfo:
+        # The file's hash and the part's write (which hashes the part) run on two threads; the
+        # next part waits for both, so the file is hashed in order.
+        hashing = None
+        if self.hasher is not None:
+            hashing = self.catalog.start(self.catalog.offload, self.hasher.update, data)
+        try:
+            return self.catalog.storage_io(
+                self.storage.put_part,
+                self.upload.storage_key,
+                self.upload.storage_upload_id,
+                number,
+                data,
+            )
+        finally:
+            if hashing is not None:
+                hashing.wait()
+
+    def _settle(self) -> None:
+        """Wait for the part being stored; record what is stored now and then.
+
+        Recording is a transaction on the event loop: once per part it cost the loop more than
+        receiving the part did. Until recorded, parts are only lost to a process that dies (the
+        client resends from the recorded offset); finish() records the rest.
+        """
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is None:
+            return
+        part = in_flight.wait()
+        self.stored.append(part)
         self.pending.append(part)
-        if not self.deferred:
+        if not self.deferred and time.monotonic() - self.recorded_at >= RECORD_INTERVAL:
             self._record(None, 0)
 
     def _record(self, tail_key: str | None, tail_size: int) -> None:
@@ -729,6 +836,7 @@ class _StreamWriter:
             self.upload.id, self.seq, self.pending, tail_key, tail_size
         )
         self.pending = []
+        self.recorded_at = time.monotonic()
         if self.tail_key is not None and self.tail_key != tail_key:
             self.catalog.discard_object(self.tail_key)
         self.tail_key = tail_key

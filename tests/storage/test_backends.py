@@ -461,6 +461,25 @@ def test_staged_upload_of_parts_in_order(
     assert read_all(backend, key) == data
 
 
+def test_staged_upload_takes_the_checksum_its_caller_computed(
+    backend: Storage, raw_contents: RawContents
+) -> None:
+    """A caller that hashed the parts as it sent them spares the backend reading the object
+    back: with the part size known (how upload sessions stage), the checksum is taken as given."""
+    data = os.urandom(2 * PART + 10)
+    key = new_key()
+    upload_id = backend.begin_parts(key, "video/mp4", part_size=PART)
+    infos = [
+        backend.put_part(key, upload_id, number, chunk)
+        for number, chunk in enumerate(split_parts(data), start=1)
+    ]
+    given = "sha256:" + "ab" * 32  # not the bytes' hash: shows it was not recomputed
+    stored = backend.complete_parts(key, upload_id, infos, checksum=given)
+    assert (stored.size, stored.checksum) == (len(data), given)
+    assert read_all(backend, key) == data
+    assert raw_contents() == [key]
+
+
 def test_staged_upload_of_one_small_part(
     staged_part_size: int | None, backend: Storage, raw_contents: RawContents
 ) -> None:

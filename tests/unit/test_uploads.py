@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+import services.media.uploads as uploads_module
+from services.media.access import INTERNAL
 from services.media.exceptions import (
     Conflict,
     NotFound,
@@ -21,6 +23,7 @@ from services.media.exceptions import (
 from services.media.ids import utcnow
 from services.media.models import UploadSession
 from services.media.uploads import ChecksumMismatch, OffsetMismatch, StreamInterrupted
+from storage.errors import StorageUnavailable
 from tests.files import HTML_PAGE, noisy_png_bytes
 from tests.unit.conftest import act_as
 
@@ -231,7 +234,6 @@ def test_bad_initiation(uploads, written, change, error, field):
 
 def test_a_completion_that_died_half_way_is_finished_by_a_retry(uploads, monkeypatch, storage):
     """Killed after assembling the file and before the commit: the retry reuses the bytes."""
-    import services.media.uploads as uploads_module
 
     data = noisy_png_bytes(2500)
     upload_id = _start(uploads, data)["uploadId"]
@@ -262,14 +264,14 @@ def test_a_stream_in_odd_pieces_becomes_parts_and_a_tail(uploads, sessions, stor
     data = noisy_png_bytes(3000)
     upload_id = _start(uploads, data)["uploadId"]
     streams = uploads.uploads
-    assert streams.append(upload_id, 0, _blocks(data[:1500]), 1500) == 1500
+    assert streams.append(upload_id, 0, _blocks(data[:1500]), 1500).end == 1500
     with sessions() as session:
         row = session.get(UploadSession, upload_id)
         assert (row.tail_size, row.status) == (1500 - CHUNK, "UPLOADING")
         tail_key = row.tail_key
     assert (storage_root / tail_key).read_bytes() == data[CHUNK:1500]
     assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 1500
-    assert streams.append(upload_id, 1500, _blocks(data[1500:]), None) == len(data)
+    assert streams.append(upload_id, 1500, _blocks(data[1500:]), None).end == len(data)
     assert not (storage_root / tail_key).exists()  # the old tail went once its bytes moved on
     media = uploads.completeUpload(upload_id)
     assert media["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
@@ -316,7 +318,7 @@ def test_a_checksummed_stream_keeps_nothing_unless_it_matches(uploads):
         streams.append(upload_id, 0, dropped(), 3000, ("sha256", b"\x00" * 32))
     assert uploads.getUploadProgress(upload_id)["bytesUploaded"] == 0
     checksum = ("sha256", hashlib.sha256(piece).digest())
-    assert streams.append(upload_id, 0, _blocks(piece), None, checksum) == 1500
+    assert streams.append(upload_id, 0, _blocks(piece), None, checksum).end == 1500
 
 
 def test_two_streams_racing_on_one_session_cannot_both_win(uploads):
@@ -360,7 +362,7 @@ def test_the_sweeper_keeps_the_tail_of_a_paused_upload(uploads, sessions, storag
     catalog = uploads.catalog
     catalog.settings = replace(catalog.settings, orphan_grace=timedelta(0))
     assert catalog.sweep_orphans() == 0
-    assert uploads.uploads.append(upload_id, 100, [data[100:]], None) == len(data)
+    assert uploads.uploads.append(upload_id, 100, [data[100:]], None).end == len(data)
     assert uploads.completeUpload(upload_id)["size"] == len(data)
 
 
@@ -412,3 +414,76 @@ def test_parts_that_changed_in_storage_are_a_conflict_not_a_crash(uploads, stora
         uploads.completeUpload(upload_id)
     assert uploads.getUploadProgress(upload_id)["status"] == "FAILED"
     assert not list(storage_root.glob(".tmp-upload-*"))  # its parts are gone
+
+
+def test_a_whole_file_in_one_request_is_hashed_on_its_way(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    appended = uploads.uploads.append(upload_id, 0, _blocks(data), None)
+    assert appended.end == len(data)
+    assert appended.streamed.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    parts = -(-len(data) // CHUNK)
+    assert [number for number, _ in appended.streamed.parts] == list(range(1, parts + 1))
+    media = uploads.uploads.complete(INTERNAL, upload_id, appended.streamed)
+    assert media.checksum == appended.streamed.checksum
+
+
+def test_a_file_sent_in_several_requests_has_no_streamed_hash(uploads):
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    assert uploads.uploads.append(upload_id, 0, [data[:1500]], 1500).streamed is None
+    assert uploads.uploads.append(upload_id, 1500, [data[1500:]], None).streamed is None
+
+
+def test_a_part_replaced_after_the_stream_is_hashed_from_storage(uploads):
+    """The streamed hash covers the bytes that request sent; once another part stands in
+    storage, completion must hash what is stored."""
+    data = noisy_png_bytes(3000)
+    upload_id = _start(uploads, data)["uploadId"]
+    appended = uploads.uploads.append(upload_id, 0, _blocks(data), None)
+    second = data[CHUNK : 2 * CHUNK]
+    replaced = data[:CHUNK] + bytes(255 - b for b in second) + data[2 * CHUNK :]
+    _part(uploads, upload_id, replaced, 2)  # part 2 again, with other bytes
+    media = uploads.uploads.complete(INTERNAL, upload_id, appended.streamed)
+    assert media.checksum == "sha256:" + hashlib.sha256(replaced).hexdigest()
+
+
+def test_a_part_failing_to_store_mid_stream_fails_the_request_not_the_upload(uploads, monkeypatch):
+    data = noisy_png_bytes(5000)
+    upload_id = _start(uploads, data)["uploadId"]
+    storage = uploads.catalog.storage
+    put_part = storage.put_part
+
+    def fails_on_part_3(key, storage_upload_id, number, part):
+        if number == 3:
+            raise StorageUnavailable("disk went away")
+        return put_part(key, storage_upload_id, number, part)
+
+    monkeypatch.setattr(storage, "put_part", fails_on_part_3)
+    with pytest.raises(StorageUnavailable, match="disk went away"):
+        uploads.uploads.append(upload_id, 0, _blocks(data), None)
+    progress = uploads.getUploadProgress(upload_id)
+    assert progress["status"] in ("PENDING", "UPLOADING")
+    resume_at = progress["bytesUploaded"]
+    assert resume_at % CHUNK == 0 and resume_at <= 2 * CHUNK
+    monkeypatch.undo()
+    uploads.uploads.append(upload_id, resume_at, _blocks(data[resume_at:]), None)
+    media = uploads.completeUpload(upload_id)
+    assert media["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_stored_parts_are_recorded_while_the_request_goes_on(uploads, monkeypatch):
+    monkeypatch.setattr(uploads_module, "RECORD_INTERVAL", 0)
+    data = noisy_png_bytes(5000)
+    upload_id = _start(uploads, data)["uploadId"]
+    seen = []
+
+    def body():
+        for block in _blocks(data, CHUNK):
+            seen.append(uploads.getUploadProgress(upload_id)["bytesUploaded"])
+            yield block
+
+    uploads.uploads.append(upload_id, 0, body(), None)
+    # Part n is stored while part n + 1 arrives, and recorded once part n + 1 is full.
+    assert seen == [max(0, n - 1) * CHUNK for n in range(len(seen))]
+    assert len(seen) >= 5
