@@ -42,7 +42,7 @@ from tests.integration.conftest import free_port
 
 MiB = 1024 * 1024
 SIZES = (100 * MiB, 1024 * MiB)
-ROUNDS = 3
+ROUNDS = 5
 BLOCK = MiB
 TARGET_THROUGHPUT = 0.5  # tus / raw write
 TARGET_MEMORY = 1.2  # peak growth at 1 GiB / at 100 MiB
@@ -173,10 +173,14 @@ def main() -> None:
         rows,
     )
     big, small = SIZES[1], SIZES[0]
-    ratio = statistics.median(raw[big]) / statistics.median(tus[big])
+    # The raw write is paired with the upload that follows it: this disk's write speed drifts
+    # within a run by a factor of two, and a pair sees the same disk.
+    paired = sorted(r / t for r, t in zip(raw[big], tus[big], strict=True))
+    ratio = statistics.median(paired)
     met = "MET" if ratio >= TARGET_THROUGHPUT else "MISSED"
     print(
-        f"throughput at 1 GiB: tus/raw write = {ratio:.2f}: {met} (target >= {TARGET_THROUGHPUT})"
+        f"throughput at 1 GiB: tus/raw write = {ratio:.2f} (median of {ROUNDS} paired rounds; "
+        f"{', '.join(f'{value:.2f}' for value in paired)}): {met} (target >= {TARGET_THROUGHPUT})"
     )
     # Growth within a few parts is the floor of what can be told apart from noise.
     floor = 16 * MiB
