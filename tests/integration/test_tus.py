@@ -246,6 +246,19 @@ def test_a_patch_is_stored_and_the_offset_moves(rpc):
     assert 0 < progress["percentComplete"] < 100
 
 
+def test_a_whole_file_in_one_patch_is_stored_and_verified(rpc, service_config):
+    data = b"\x00\x00\x00\x18ftypmp42" + os.urandom(19 * MiB)
+    started = _start(rpc, len(data))
+    response = _patch(started, 0, data)
+    assert response.status_code == 204, response.text
+    assert response.headers["Upload-Offset"] == str(len(data))
+    with rpc(user_id="u-1") as media:
+        record = media.findOne(response.headers["Media-Id"])
+    assert record["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    (stored,) = [path for path in _stored_files(service_config) if path.stat().st_size == len(data)]
+    assert stored.read_bytes() == data
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [

@@ -102,6 +102,36 @@ def test_tus_stream_in_odd_sized_requests_on_s3(s3_service, connect, bucket, ser
     assert _incomplete_uploads(client, name) == []
 
 
+def test_tus_whole_file_in_one_request_on_s3(s3_service, connect, bucket):
+    """One PATCH with the whole file: its parts are stored while the next ones arrive and it is
+    hashed on its way, so completion takes that hash instead of downloading the object."""
+    client, name = bucket
+    data = b"\x00\x00\x00\x18ftypmp42" + os.urandom(19 * MiB)
+    with connect(user_id="u-1", timeout=60) as media:
+        started = media.initiateUpload(
+            {"originalName": "a.mp4", "userId": "u-1", "size": len(data)}
+        )
+    response = requests.patch(
+        started["uploadUrl"],
+        data=data,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Authorization": f"Bearer {started['uploadToken']}",
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+        },
+        timeout=60,
+    )
+    assert response.status_code == 204, response.text
+    with connect(user_id="u-1") as media:
+        record = media.findOne(response.headers["Media-Id"])
+    assert record["size"] == len(data)
+    assert record["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    (key,) = _originals(client, name)
+    assert client.get_object(Bucket=name, Key=key)["Body"].read() == data
+    assert _incomplete_uploads(client, name) == []
+
+
 # -- straight to the bucket --------------------------------------------------------------------
 
 
