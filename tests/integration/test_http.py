@@ -13,7 +13,14 @@ import requests
 from services.media.models import Media
 from services.media.settings import MediaSettings
 from services.media.urls import MediaUrls
-from tests.files import HTML_PAGE, noisy_png_bytes, pdf_bytes, upload_data
+from tests.files import (
+    HTML_PAGE,
+    noisy_png_bytes,
+    one_page_pdf_bytes,
+    pdf_bytes,
+    upload_data,
+    write_playable_mp4,
+)
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
@@ -156,10 +163,13 @@ def test_deleted_and_unknown_ids_are_404(rpc, png):
 
 def test_public_media_need_no_signature_and_cache_long(rpc):
     with rpc(user_id="u-1") as media:
-        record = media.upload_file(upload_data(pdf_bytes(), name="syllabus.pdf", isPublic=True))
+        # A PDF that processes cleanly: a FAILED media is not served, and processing may finish
+        # before the request below arrives.
+        syllabus = one_page_pdf_bytes()
+        record = media.upload_file(upload_data(syllabus, name="syllabus.pdf", isPublic=True))
     assert "signature" not in record["url"]
     response = _get(record["url"])
-    assert response.status_code == 200 and response.content == pdf_bytes()
+    assert response.status_code == 200 and response.content == syllabus
     assert response.headers["Cache-Control"] == "public, max-age=604800"
     assert response.headers["Content-Disposition"].startswith("inline;")
 
@@ -218,9 +228,9 @@ def test_a_large_file_is_streamed(rpc, service_config, storage_root_for):
     path = root / key
     path.parent.mkdir(parents=True, exist_ok=True)
     size = 200 * 1024 * 1024
-    with open(path, "wb") as handle:
-        handle.write(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
-        handle.truncate(size)
+    # A playable video: processing starts at once and must not end FAILED (a FAILED media is
+    # not served) before the request below arrives.
+    write_playable_mp4(path, size)
     with rpc(user_id="u-1") as media:
         record = media.create({"storageKey": key, "userId": "u-1", "originalName": "big.mp4"})
         url = media.getUrl(record["id"])["url"]

@@ -16,7 +16,7 @@ from services.media.client import NotFound, StorageUnavailable
 from services.media.ids import utcnow
 from services.media.models import Media
 from services.media.service import MediaService
-from tests.files import noisy_png_bytes, pdf_bytes, upload_data
+from tests.files import noisy_png_bytes, one_page_pdf_bytes, pdf_bytes, upload_data
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -46,7 +46,9 @@ def test_upload_stores_in_the_bucket_and_links_are_presigned(s3_service, connect
 
 def test_public_media_stream_from_s3_through_the_endpoint(s3_service, connect):
     with connect(user_id="u-1") as media:
-        record = media.upload_file(upload_data(pdf_bytes(), name="a.pdf", isPublic=True))
+        # A PDF that processes cleanly: a FAILED media is not served, and processing may finish
+        # before the request below arrives.
+        record = media.upload_file(upload_data(one_page_pdf_bytes(), name="a.pdf", isPublic=True))
     response = requests.get(record["url"], headers={"Range": "bytes=0-3"}, timeout=30)
     assert response.status_code == 206 and response.content == b"%PDF"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
