@@ -245,7 +245,7 @@ class MediaCatalog:
         )
         del encoded
 
-        request = RequestKey.of(data, delivery_id, _request_hash(data, checked.checksum))
+        request = RequestKey.of(data, delivery_id, request_hash(data, checked.checksum))
         existing = self._replay(request)
         if existing is not None:
             return existing
@@ -268,7 +268,7 @@ class MediaCatalog:
     def create(self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None) -> Media:
         self.check_acting_for(caller, data["user_id"])
         # The key or URL names the bytes, so the request is known before storage is read.
-        request = RequestKey.of(data, delivery_id, _request_hash(data, None))
+        request = RequestKey.of(data, delivery_id, request_hash(data, None))
         existing = self._replay(request)
         if existing is not None:
             return existing
@@ -889,7 +889,7 @@ def _name_from_source(fields: dict[str, Any]) -> str:
     return sanitize_display_name(unquote(last)) or "file"
 
 
-def _request_hash(data: dict[str, Any], checksum: str | None) -> str:
+def request_hash(data: dict[str, Any], checksum: str | None) -> str:
     """What makes two requests 'the same' for an idempotency key: every field but the key."""
     canonical = {k: v for k, v in data.items() if k != "idempotency_key"}
     canonical["checksum"] = checksum

@@ -250,10 +250,16 @@ class UploadSession(Base):
     append_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # "service": bytes come through this service; "direct": straight to the bucket (S3).
     transfer: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
+    # The request that started the session (as for IdempotencyKey: "caller" with the caller's
+    # idempotencyKey, or "delivery" with the request message's id), so a repeat finds it.
+    request_kind: Mapped[str | None] = mapped_column(String(16))
+    request_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_upload_sessions_status_updated", "status", "updated_at"),
         Index("ix_upload_sessions_user_created", "user_id", "created_at"),
+        Index("uq_upload_sessions_request", "user_id", "request_kind", "request_key", unique=True),
     )
 
 

@@ -197,7 +197,9 @@ class MediaService:
     @rpc(expected_exceptions=CONTRACT_ERRORS)
     def initiateUpload(self, data: Any) -> dict[str, Any]:
         with self._boundary():
-            upload = self.uploads.initiate(self.caller, load(INITIATE_UPLOAD, data))
+            upload = self.uploads.initiate(
+                self.caller, load(INITIATE_UPLOAD, data), self.delivery_id
+            )
             return self.uploads.progress(self.caller, upload.id) | self.uploads.access(
                 self.caller, upload
             )

@@ -24,10 +24,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.media.access import INTERNAL, Caller
-from services.media.catalog import MediaCatalog, Pending, checksum_of
+from services.media.catalog import (
+    MediaCatalog,
+    Pending,
+    RequestKey,
+    checksum_of,
+    request_hash,
+)
 from services.media.exceptions import (
     Conflict,
     MediaError,
@@ -111,8 +118,16 @@ class Uploads:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def initiate(self, caller: Caller, data: dict[str, Any]) -> UploadSession:
+    def initiate(
+        self, caller: Caller, data: dict[str, Any], delivery_id: str | None = None
+    ) -> UploadSession:
+        """A new session; or, for a repeated request (the same ``idempotencyKey``, or the same
+        request message delivered again), the session the first one started, as it is now."""
         self.catalog.check_acting_for(caller, data["user_id"])
+        request = RequestKey.of(data, delivery_id, request_hash(data, data.get("checksum")))
+        first = self._started_by(request)
+        if first is not None:
+            return first
         self._check_declared_size(data["size"], data.get("mime_type"))
         self.catalog.check_quota(data["user_id"], data["size"])
         transfer = THROUGH_SERVICE
@@ -162,9 +177,36 @@ class Uploads:
             params=params,
             created_at=now,
             updated_at=now,
+            request_kind=request.kind if request else None,
+            request_key=request.key if request else None,
+            request_hash=request.request_hash if request else None,
         )
-        with self.sessions.begin() as session:
-            session.add(upload)
+        try:
+            with self.sessions.begin() as session:
+                session.add(upload)
+        except IntegrityError:
+            # Two deliveries of one request raced and the other committed first: its session
+            # is the answer, and what this one staged goes.
+            first = self._started_by(request)
+            if first is None:
+                raise
+            self._discard_bytes(upload)
+            return first
+        return upload
+
+    def _started_by(self, request: RequestKey | None) -> UploadSession | None:
+        if request is None:
+            return None
+        with self.sessions() as session:
+            upload = session.scalar(
+                select(UploadSession).where(
+                    UploadSession.user_id == request.scope,
+                    UploadSession.request_kind == request.kind,
+                    UploadSession.request_key == request.key,
+                )
+            )
+        if upload is not None and upload.request_hash != request.request_hash:
+            raise Conflict(f"{request.label} was already used with a different request")
         return upload
 
     def _check_declared_size(self, size: int, declared_mime: str | None) -> None:

@@ -24,6 +24,7 @@ from services.media.ids import utcnow
 from services.media.models import UploadSession
 from services.media.uploads import ChecksumMismatch, OffsetMismatch, StreamInterrupted
 from storage.errors import StorageUnavailable
+from storage.local import UPLOAD_PREFIX
 from tests.files import HTML_PAGE, noisy_png_bytes
 from tests.unit.conftest import act_as
 
@@ -487,3 +488,64 @@ def test_stored_parts_are_recorded_while_the_request_goes_on(uploads, monkeypatc
     # Part n is stored while part n + 1 arrives, and recorded once part n + 1 is full.
     assert seen == [max(0, n - 1) * CHUNK for n in range(len(seen))]
     assert len(seen) >= 5
+
+
+# -- a repeated initiateUpload ------------------------------------------------------------------
+
+
+def _staging_dirs(storage_root):
+    return [p for p in storage_root.iterdir() if p.is_dir() and p.name.startswith(UPLOAD_PREFIX)]
+
+
+def test_the_same_idempotency_key_returns_the_same_session(uploads, sessions, storage_root):
+    data = noisy_png_bytes(3000)
+    first = _start(uploads, data, idempotencyKey="lecture-7")
+    _part(uploads, first["uploadId"], data, 1)
+    again = _start(uploads, data, idempotencyKey="lecture-7")
+    assert again["uploadId"] == first["uploadId"]
+    assert again["bytesUploaded"] == CHUNK  # the session as it is now
+    with sessions() as session:
+        assert session.query(UploadSession).count() == 1
+    assert len(_staging_dirs(storage_root)) == 1
+    with pytest.raises(Conflict, match="idempotencyKey 'lecture-7' was already used"):
+        _start(uploads, data + b"more", idempotencyKey="lecture-7")
+    act_as(uploads, "u-2")
+    other = _start(uploads, data, userId="u-2", idempotencyKey="lecture-7")
+    assert other["uploadId"] != first["uploadId"]  # keys are per user
+
+
+def test_a_redelivered_initiate_returns_the_first_session(uploads, sessions):
+    data = noisy_png_bytes(3000)
+    catalog = uploads.catalog
+    # At the quota with this upload: a second session would be refused, a replay is not.
+    catalog.settings = replace(catalog.settings, user_quota_bytes=len(data))
+    uploads.delivery_id = "correlation-1"
+    first = _start(uploads, data)
+    again = _start(uploads, data)
+    assert again["uploadId"] == first["uploadId"]
+    uploads.delivery_id = "correlation-2"
+    with pytest.raises(QuotaExceeded):
+        _start(uploads, data)
+
+
+def test_racing_deliveries_of_one_initiate_make_one_session(
+    uploads, sessions, storage_root, monkeypatch
+):
+    """Both looked before either committed: the loser's insert fails on the unique request,
+    it answers with the winner's session and removes what it staged."""
+    data = noisy_png_bytes(3000)
+    uploads.delivery_id = "correlation-1"
+    first = _start(uploads, data)
+    looked = []
+    started_by = uploads_module.Uploads._started_by
+
+    def not_yet_committed(self, request):
+        looked.append(request)
+        return None if len(looked) == 1 else started_by(self, request)
+
+    monkeypatch.setattr(uploads_module.Uploads, "_started_by", not_yet_committed)
+    again = _start(uploads, data)
+    assert again["uploadId"] == first["uploadId"] and len(looked) == 2
+    with sessions() as session:
+        assert session.query(UploadSession).count() == 1
+    assert len(_staging_dirs(storage_root)) == 1
