@@ -578,11 +578,23 @@ class MediaCatalog:
 
     # -- changing ---------------------------------------------------------------------------
 
-    def update(self, caller: Caller, media_id: str, changes: dict[str, Any]) -> Media:
+    def update(
+        self,
+        caller: Caller,
+        media_id: str,
+        changes: dict[str, Any],
+        delivery_id: str | None = None,
+    ) -> Media:
+        """``delivery_id`` identifies the request message: a redelivery of the message that made
+        the last change answers with the record instead of a conflict with itself."""
         expected: datetime | None = changes.pop("expected_updated_at", None)
         with self.changing() as session:
             media = self._get_owned(session, caller, media_id)
             if expected is not None and media.updated_at != expected:
+                if delivery_id is not None and media.updated_by_delivery == _delivery_mark(
+                    delivery_id, media.updated_at
+                ):
+                    return media  # as this message left it: it is being delivered again
                 raise Conflict(
                     f"media {media_id!r} changed since {expected.isoformat()}Z; "
                     "read it again and retry"
@@ -590,6 +602,8 @@ class MediaCatalog:
             changed = _apply(media, changes)
             if changed:
                 media.updated_at = _after(media.updated_at)
+                if delivery_id is not None:
+                    media.updated_by_delivery = _delivery_mark(delivery_id, media.updated_at)
                 self.record_media_event(session, "media_updated", media, changed)
         return media
 
@@ -896,6 +910,10 @@ def request_hash(data: dict[str, Any], checksum: str | None) -> str:
     canonical["tags"] = _unique(canonical.get("tags") or [])
     encoded = json.dumps(canonical, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _delivery_mark(delivery_id: str, updated_at: datetime) -> str:
+    return hashlib.sha256(f"{delivery_id}\n{updated_at.isoformat()}".encode()).hexdigest()
 
 
 def checksum_of(storage: Storage, key: str) -> str:

@@ -25,6 +25,7 @@ from services.media.uploads import StreamInterrupted
 from storage import Storage, build_storage
 
 DELIVERY_CONTEXT_KEY = "media_delivery_id"
+MAX_DELIVERY_ID = 255  # what the idempotency key columns hold
 # On every HTTP response, errors included: no sniffing, and nothing served here may run script.
 SAFE_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
@@ -103,7 +104,9 @@ class DeliveredRpc(Rpc):
         data = super().unpack_message_headers(message)
         data.pop(DELIVERY_CONTEXT_KEY, None)  # only the broker's own property counts
         correlation_id = message.properties.get("correlation_id")
-        if correlation_id:
+        # nameko sends a uuid; a client's own id longer than a key column holds is not used
+        # (such a message is handled as one without an id).
+        if correlation_id and len(str(correlation_id)) <= MAX_DELIVERY_ID:
             data[DELIVERY_CONTEXT_KEY] = str(correlation_id)
         return data
 

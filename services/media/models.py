@@ -50,6 +50,10 @@ class Media(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Which request message (AMQP correlation id) made the record as it is: a hash of that id
+    # and the updatedAt it set. A redelivery of it carries a stale expectedUpdatedAt and must
+    # not be taken for a conflict; any later change moves updatedAt and so voids the mark.
+    updated_by_delivery: Mapped[str | None] = mapped_column(String(64))
 
     # Tags are read from this column (no second query per page) and filtered through the
     # indexed media_tags rows; MediaCatalog writes both together.

@@ -130,7 +130,7 @@ class MediaService:
     def update(self, id: Any, data: Any) -> dict[str, Any]:
         with self._boundary():
             changes = load(UPDATE, data)
-            media = self.catalog.update(self.caller, _text("id", id), changes)
+            media = self.catalog.update(self.caller, _text("id", id), changes, self.delivery_id)
             return self.catalog.present(media)
 
     @rpc(expected_exceptions=CONTRACT_ERRORS)

@@ -118,6 +118,28 @@ def test_expected_updated_at(service):
     service.update(media["id"], {"caption": "two", "expectedUpdatedAt": first["updatedAt"]})
 
 
+def test_a_redelivered_update_with_expected_updated_at_is_not_a_conflict(service, dispatched):
+    """The broker delivers an applied update again (its ack was lost): its expectedUpdatedAt is
+    now stale, but the change is its own."""
+    media = service.upload_file(upload_data())
+    change = {"caption": "one", "expectedUpdatedAt": media["updatedAt"]}
+    service.delivery_id = "correlation-7"
+    first = service.update(media["id"], dict(change))
+    again = service.update(media["id"], dict(change))
+    assert without_signed_url(again) == without_signed_url(first)
+    assert dispatched.types() == ["media_created", "media_updated"]
+    # Another message with the same stale expectation is a real conflict.
+    service.delivery_id = "correlation-8"
+    with pytest.raises(Conflict, match="changed since"):
+        service.update(media["id"], {"caption": "two", "expectedUpdatedAt": media["updatedAt"]})
+    # Once the record changed in any way since, the old message's redelivery conflicts too.
+    service.remove(media["id"])
+    service.restore(media["id"])
+    service.delivery_id = "correlation-7"
+    with pytest.raises(Conflict, match="changed since"):
+        service.update(media["id"], dict(change))
+
+
 def test_remove_is_soft_idempotent_and_restorable(service, storage, dispatched):
     media = service.upload_file(upload_data())
     removed = service.remove(media["id"])
