@@ -782,7 +782,7 @@ class _StreamWriter:
             data: bytes | bytearray = self.buffer
             self.buffer = bytearray(self.chunk)
         else:
-            data = bytes(self.buffer[: self.buffered])
+            data = bytes(memoryview(self.buffer)[: self.buffered])
         self.buffered = 0
         return data
 
