@@ -56,7 +56,11 @@ def _pending(sessions: sessionmaker) -> list[str]:
     with sessions() as session:
         return list(
             session.scalars(
-                select(OutboxEvent.event_type).where(OutboxEvent.published_at.is_(None))
+                select(OutboxEvent.event_type)
+                .where(OutboxEvent.published_at.is_(None))
+                # Written order: without ORDER BY, PostgreSQL returns rows as they lie, and a
+                # failed attempt's UPDATE moves a row.
+                .order_by(OutboxEvent.created_at, OutboxEvent.id)
             )
         )
 
