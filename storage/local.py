@@ -359,7 +359,6 @@ class LocalStorage(Storage):
         it into place."""
         data_path = os.path.join(staging, _DATA_FILE)
         total = sum(part.size for part in parts)
-        hasher = hashlib.sha256()
         with _writing(key):
             fd = os.open(data_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
         try:
@@ -372,6 +371,7 @@ class LocalStorage(Storage):
                 os.ftruncate(fd, total)
                 os.fsync(fd)
             if checksum is None:
+                hasher = hashlib.sha256()
                 with _reading(key):
                     while block := os.read(fd, DEFAULT_CHUNK_SIZE):
                         hasher.update(block)
