@@ -213,3 +213,15 @@ def truncated(data: bytes, keep: float = 0.6) -> bytes:
 def data_file(name: str) -> bytes:
     """A committed sample from tests/data."""
     return (DATA / name).read_bytes()
+
+
+def png_broken_stream() -> bytes:
+    """A PNG whose header is sound and whose compressed pixel data is garbage (its CRC fixed up,
+    so only the decoder can tell)."""
+    data = encode(photo(300, 200), "PNG")
+    at = data.index(b"IDAT")
+    (length,) = struct.unpack(">I", data[at - 4 : at])
+    body = bytearray(data[at + 4 : at + 4 + length])
+    body[10:30] = b"\xff" * 20
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
+    return data[: at + 4] + bytes(body) + crc + data[at + 8 + length :]

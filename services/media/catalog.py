@@ -241,7 +241,7 @@ class MediaCatalog:
         check_declared_size(encoded, self.settings)
         sniffed = sniff_payload(encoded, data.get("mime_type"), self.settings)
         checked: CheckedFile = self.offload(
-            decode_and_check, encoded, sniffed, self.settings.image_limits.max_pixels
+            decode_and_check, encoded, sniffed, self.settings.image_limits
         )
         del encoded
 

@@ -72,11 +72,12 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import IO, Any, Final, TypeAlias
 
-from PIL import ExifTags, Image, ImageCms, ImageFile
+from PIL import ExifTags, Image, ImageCms, ImageFile, features
 
 from services.media.exceptions import UnsupportedMediaType, ValidationError
 
 __all__ = [
+    "DECODERS",
     "DEFAULT_LIMITS",
     "DEFAULT_RECIPES",
     "MAX_IMAGE_PIXELS",
@@ -96,6 +97,7 @@ __all__ = [
     "VariantRecipe",
     "blurhash",
     "crop",
+    "header_size",
     "image_facts",
     "optimize",
     "process_image",
@@ -105,8 +107,26 @@ __all__ = [
     "resize",
 ]
 
+
+def _optional_decoders() -> dict[str, bool]:
+    """AVIF (Pillow's own codec, present when Pillow was built with libavif) and HEIF (the
+    pillow-heif plug-in, registered here) are decoded only where this machine has them."""
+    try:
+        import pillow_heif
+    except ImportError:
+        heif = False
+    else:
+        pillow_heif.register_heif_opener()
+        heif = True
+    return {"AVIF": features.check("avif") is True, "HEIF": heif}
+
+
+DECODERS: Final = {
+    name: True for name in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+} | _optional_decoders()
+"""Every image decoder this service may use, and whether this machine has it."""
 # Only these decoders may look at uploaded bytes; EPS, PDF, FITS and friends never run.
-PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+PILLOW_FORMATS = tuple(name for name, present in DECODERS.items() if present)
 # A bigger image is a decompression bomb, rejected rather than decoded.
 MAX_IMAGE_PIXELS = 50_000_000
 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -122,6 +142,8 @@ MIME_TYPES: Final = {
     "GIF": "image/gif",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "AVIF": "image/avif",
+    "HEIF": "image/heic",
 }
 # WebP's limit; the largest side a recipe may ask for.
 MAX_VARIANT_SIDE: Final = 16383
@@ -385,6 +407,15 @@ def recipes_from_config(config: Mapping[str, Any]) -> list[VariantRecipe]:
 
 
 # -- public operations ----------------------------------------------------------------------------
+
+
+def header_size(source: ImageSource, *, limits: ImagingLimits = DEFAULT_LIMITS) -> tuple[int, int]:
+    """Stored width and height from the header alone (no pixel is decoded), through the same
+    gate as every other entry point: allow-listed decoders, and the pixel limit enforced.
+    Raises :class:`UnsupportedMediaType` saying why a file is refused."""
+    with _open(source, limits) as opened:
+        width, height = opened.image.size
+    return width, height
 
 
 def image_facts(source: ImageSource, *, limits: ImagingLimits = DEFAULT_LIMITS) -> ImageFacts:
@@ -667,9 +698,11 @@ _PILLOW_ERRORS = (
     TypeError,
     struct.error,
     zlib.error,
+    ArithmeticError,  # ZeroDivisionError and OverflowError of a header with absurd values
     Warning,
 )
 _TOO_MANY_PIXELS = "the image has too many pixels to be processed safely"
+_TOO_MUCH_MEMORY = "the image needs more memory to decode than this service allows"
 
 
 @contextlib.contextmanager
@@ -679,8 +712,11 @@ def _decoding() -> Iterator[None]:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UnsupportedMediaType(_TOO_MANY_PIXELS) from None
+    except MemoryError:
+        raise UnsupportedMediaType(_TOO_MUCH_MEMORY) from None
     except _PILLOW_ERRORS as exc:
-        raise UnsupportedMediaType(f"the image is damaged or cannot be decoded ({exc})") from exc
+        reason = str(exc) or type(exc).__name__
+        raise UnsupportedMediaType(f"the image is damaged or cannot be decoded ({reason})") from exc
 
 
 @dataclass
@@ -742,7 +778,7 @@ def _seekable(fp: Any) -> bool:
         return False
 
 
-_ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
+_ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG", "AVIF"})
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 # The same table as ImageOps.exif_transpose.
 _TRANSPOSE = {
@@ -924,8 +960,11 @@ class _Renderer:
             if need[0] >= width or need[1] >= height:
                 need = None
         decoded, factor_x, factor_y = _decode(src, need)
+        # Resampled and encoded from here on in a working mode; the profile follows the pixels
+        # (a converted CMYK image no longer carries its CMYK profile).
+        working, src.icc = _canonical(decoded, src.icc)
         # Each source with its pixels per stored pixel, across and down.
-        self._sources = [(_expand(decoded), factor_x, factor_y)]
+        self._sources = [(working, factor_x, factor_y)]
         self._stored_size = (width, height)
 
     def render(self, plan: _Plan) -> Image.Image:
@@ -954,16 +993,6 @@ def _whole_pixels(box: Box) -> bool:
     return all(abs(v - round(v)) < 1e-6 for v in box)
 
 
-def _expand(image: Image.Image) -> Image.Image:
-    """Modes that cannot be resampled properly (palette, bilevel, colour keys) as RGB(A)/L."""
-    transparent = "transparency" in image.info
-    if image.mode in ("P", "PA") or (transparent and image.mode in ("1", "L", "RGB")):
-        return image.convert("RGBA" if transparent or image.mode == "PA" else "RGB")
-    if image.mode == "1":
-        return image.convert("L")
-    return image
-
-
 def _transpose(image: Image.Image, orientation: int | None) -> Image.Image:
     method = _TRANSPOSE.get(orientation or 1)
     return image if method is None else image.transpose(method)
@@ -972,30 +1001,59 @@ def _transpose(image: Image.Image, orientation: int | None) -> Image.Image:
 # -- colour ---------------------------------------------------------------------------------------
 
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_WORKING_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 
 
 def _canonical(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
-    """8-bit L, LA, RGB or RGBA; CMYK to RGB through its ICC profile when it has one."""
+    """The image in 8-bit L, LA, RGB or RGBA, and the ICC profile that still describes it.
+
+    Every step after decoding (resampling, facts, encoding) works in these four modes only:
+    Pillow's resampling refuses 16-bit modes, and most encoders refuse everything else.
+
+    * 16-bit grey (``I;16*``) is scaled by its full range, 0-65535 to 0-255 (49152 is 191).
+    * 32-bit integers (``I``) within 0-65535 are 16-bit samples widened (that is how Pillow
+      hands them out) and scaled the same way; beyond that range there is no standard white,
+      so the image's own range, from 0 or its minimum if negative, is stretched to 0-255.
+    * Floats (``F``) are scaled from their documented range 0.0-1.0, or, when values fall
+      outside it, from the image's own range the same way as ``I``.
+    * CMYK goes to RGB through its embedded profile when it has one, else by Pillow's formula;
+      LAB, HSV and YCbCr are converted colorimetrically by Pillow. Their profile no longer
+      applies to the result and is dropped.
+    * Palette, bilevel and premultiplied modes are expanded; palette transparency becomes alpha.
+    """
     mode = image.mode
-    if mode in ("L", "LA", "RGB", "RGBA"):
+    if "transparency" in image.info and mode in ("1", "L", "RGB", "P"):
+        return image.convert("RGBA"), icc  # a colour key becomes alpha
+    if mode in _WORKING_MODES:
         return image, icc
     if mode == "CMYK":
         converted = _to_srgb(image, icc, "RGB") if _icc_space(icc) == "CMYK" else None
         return (converted or image.convert("RGB")), None
     if mode in _SIXTEEN_BIT:
-        return image.convert("I").point(lambda v: v * (1 / 256)).convert("L"), icc
+        return _stretched(image.convert("I"), 0, 65535), icc
     if mode in ("I", "F"):
-        _, high = image.getextrema()
-        if isinstance(high, int | float) and high > 255:
-            image = image.point(lambda v: v * (255 / high))
-        elif mode == "F" and isinstance(high, int | float) and high <= 1.0:
-            image = image.point(lambda v: v * 255)
+        low, high = image.getextrema()
+        if mode == "F" and 0 <= low and high <= 1:
+            return _stretched(image, 0.0, 1.0), icc
+        if mode == "I" and 0 <= low and high <= 65535:
+            return _stretched(image, 0, 65535), icc
+        return _stretched(image, min(low, 0), high), icc
+    if mode == "1":
         return image.convert("L"), icc
-    if mode in ("RGBa", "PA", "P") or "transparency" in image.info:
+    if mode == "La":
+        return image.convert("LA"), icc
+    if mode in ("P", "PA"):
+        return image.convert("RGBA" if mode == "PA" else "RGB"), icc
+    if mode == "RGBa":
         return image.convert("RGBA"), icc
-    if mode in ("La", "1"):
-        return image.convert("LA" if mode == "La" else "L"), icc
     return image.convert("RGB"), None  # YCbCr, LAB, HSV, RGBX: the profile no longer applies
+
+
+def _stretched(image: Image.Image, low: float, high: float) -> Image.Image:
+    """An ``I`` or ``F`` image with ``low``..``high`` mapped linearly to 0..255, as ``L``."""
+    scale = 255 / (high - low) if high > low else 0.0
+    # point() applies scale and offset in floating point; +0.5 rounds where L truncates.
+    return image.point(lambda v: (v - low) * scale + 0.5).convert("L")
 
 
 def _icc_space(icc: bytes | None) -> str | None:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 from dataclasses import dataclass
 
-from PIL import Image
-
 from services.media.exceptions import PayloadTooLarge, UnsupportedMediaType, ValidationError
-from services.media.imaging import MAX_IMAGE_PIXELS, PILLOW_FORMATS
+from services.media.imaging import DEFAULT_LIMITS, ImagingLimits, header_size
 from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, MediaType, Sniffed, declared_type_conflicts, sniff
 
@@ -94,14 +91,16 @@ def check_policy(
 
 
 def decode_and_check(
-    encoded: str, sniffed: Sniffed, max_pixels: int = MAX_IMAGE_PIXELS
+    encoded: str, sniffed: Sniffed, limits: ImagingLimits = DEFAULT_LIMITS
 ) -> CheckedFile:
     """The CPU-heavy part: full decode, checksum and image header. Run it off the event loop."""
     data = _b64decode(encoded)
     if not data:
         raise ValidationError.for_field("content", "The file is empty.")
+    # Dimensions from the header alone (no pixel decode); bombs and unreadable headers are
+    # refused here, before anything is stored.
     width, height = (
-        image_size(data, max_pixels) if sniffed.media_type is MediaType.IMAGE else (None, None)
+        header_size(data, limits=limits) if sniffed.media_type is MediaType.IMAGE else (None, None)
     )
     return CheckedFile(
         data=data,
@@ -110,20 +109,3 @@ def decode_and_check(
         width=width,
         height=height,
     )
-
-
-def image_size(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int | None, int | None]:
-    """Dimensions from the header alone (no pixel decode), with bombs refused."""
-    try:
-        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
-            width, height = image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UnsupportedMediaType("the image has too many pixels to be processed safely") from None
-    except (OSError, SyntaxError, ValueError):
-        # Formats we store but Pillow may not parse (HEIC, AVIF): the dimensions stay unknown.
-        return None, None
-    if width * height > max_pixels:
-        raise UnsupportedMediaType(
-            f"the image is {width}x{height}, over the limit of {max_pixels} pixels"
-        )
-    return width, height

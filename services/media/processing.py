@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from sqlalchemy import or_, select, update
 
-from services.media import imaging, probing
+from services.media import imaging, metrics, probing
 from services.media.access import Caller
 from services.media.catalog import FAILED, PROCESSING, READY, MediaCatalog
 from services.media.exceptions import (
@@ -135,32 +135,80 @@ class MediaProcessor:
     # -- one job -----------------------------------------------------------------------------
 
     def process(self, job: Job) -> None:
+        """Run one claimed job to its end: READY, FAILED, or released for a later retry.
+
+        Three kinds of failure are told apart, because only one of them can heal:
+
+        * the file: the decoder or a tool said the bytes are broken or unsupported (any
+          :class:`MediaError` from extraction, ``MemoryError`` of a bomb). ``FAILED`` at once,
+          with what the decoder said.
+        * a dependency: storage or the database is away, a configured tool will not start.
+          The claim is released with a backoff and the job is tried again, up to
+          ``processing_max_attempts``.
+        * a defect of our own code: any other exception while extracting. Another try would fail
+          the same way, so ``FAILED`` at once, logged at ERROR with the traceback and counted.
+        """
         try:
             with self.workspace() as workdir:
                 source = self.original_file(job.storage_key, workdir)
-                outcome = self._extract(job, source, workdir)
-                self.store_variants(job, outcome)
-        except MediaError as exc:
-            if not isinstance(exc, probing.ToolUnavailable):
-                # The bytes are what they are: another try would fail the same way.
-                self._fail(job, str(exc))
-                return
-            # A tool that is configured but will not start is the deployment's fault, not the
-            # file's: tried again like any passing failure.
-            self._retry_or_fail(job, exc)
-            return
+                verdict = self._extract_or_verdict(job, source, workdir)
+                if isinstance(verdict, Outcome):
+                    self.store_variants(job, verdict)
         except Exception as exc:
-            self._retry_or_fail(job, exc)
+            self._retry_later(job, exc)
             return
-        self._finish(job, outcome)
+        if isinstance(verdict, Outcome):
+            self._finish(job, verdict)
+        else:
+            self._fail(job, verdict)
 
-    def _retry_or_fail(self, job: Job, exc: Exception) -> None:
+    def _extract_or_verdict(self, job: Job, source: Path, workdir: Path) -> Outcome | str:
+        """What processing found, or why the file failed; raises only for dependencies."""
+        try:
+            return self._extract(job, source, workdir)
+        except probing.ToolUnavailable:
+            raise  # the deployment's fault, not the file's
+        except MediaError as exc:
+            metrics.processing_failures.labels(kind="file").inc()
+            return str(exc)
+        except MemoryError:
+            metrics.processing_failures.labels(kind="file").inc()
+            return "the file needs more memory to process than this service allows"
+        except Exception as exc:
+            metrics.processing_failures.labels(kind="defect").inc()
+            log.exception("processing media %s hit a defect", job.media_id)
+            return f"the file could not be processed (internal error: {type(exc).__name__}: {exc})"
+
+    def _retry_later(self, job: Job, exc: Exception) -> None:
+        """A failure outside the file: release the claim so the job runs again after a
+        backoff instead of waiting for its lease, or fail it after the last attempt."""
+        metrics.processing_failures.labels(kind="dependency").inc()
         if job.attempts >= self.settings.processing_max_attempts:
             log.error("processing media %s failed %d times: %s", job.media_id, job.attempts, exc)
             self._fail(job, f"processing failed {job.attempts} times; last: {exc}")
-        else:
-            # Left PROCESSING: the lease runs out and a later run tries again.
-            log.warning("processing media %s failed (%s); will retry", job.media_id, exc)
+            return
+        delays = self.settings.processing_retry_delays
+        delay = delays[min(job.attempts, len(delays)) - 1]
+        try:
+            with self.catalog.sessions.begin() as session:
+                session.execute(
+                    update(Media)
+                    .where(Media.id == job.media_id, Media.processing_claim == job.claim)
+                    .values(processing_claim=None, processing_lease_until=utcnow() + delay)
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:
+            # The database is away too: the lease runs out instead, and the job runs again then.
+            log.warning("processing media %s: claim not released", job.media_id, exc_info=True)
+            return
+        log.warning(
+            "processing media %s failed (%s); attempt %d of %d again in %s",
+            job.media_id,
+            exc,
+            job.attempts + 1,
+            self.settings.processing_max_attempts,
+            delay,
+        )
 
     def original_file(self, key: str, workdir: Path) -> Path:
         """The original as a local file: the stored file itself on local disk (a video of

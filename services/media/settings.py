@@ -70,6 +70,14 @@ class MediaSettings:
     image_limits: ImagingLimits = DEFAULT_LIMITS
     processing_lease: timedelta = timedelta(minutes=10)
     processing_max_attempts: int = 5
+    # A job that failed for a reason outside the file (storage, database, a tool that would not
+    # start) waits this long before its next attempt: the n-th retry waits the n-th delay, the
+    # last one repeating.
+    processing_retry_delays: tuple[timedelta, ...] = (
+        timedelta(seconds=10),
+        timedelta(minutes=1),
+        timedelta(minutes=5),
+    )
     tool_timeout_seconds: float = 60.0
 
     @property
@@ -116,6 +124,7 @@ class MediaSettings:
             ),
             processing_lease=timedelta(seconds=float(media.get("processing_lease_seconds", 600))),
             processing_max_attempts=int(media.get("processing_max_attempts", 5)),
+            processing_retry_delays=_delays(media.get("processing_retry_delays_seconds")),
             tool_timeout_seconds=float(media.get("tool_timeout_seconds", 60)),
         )
 
@@ -127,6 +136,22 @@ def _recipes(block: Any) -> tuple[VariantRecipe, ...]:
         return tuple(recipes_from_config(block))
     except ValueError as exc:
         raise ConfigurationError(f"MEDIA.variants is invalid: {exc}") from None
+
+
+def _delays(value: Any) -> tuple[timedelta, ...]:
+    """Seconds as a YAML list or a comma-separated string (from one environment variable)."""
+    if value in (None, ""):
+        return MediaSettings.processing_retry_delays
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        delays = tuple(timedelta(seconds=float(item)) for item in items)
+    except (TypeError, ValueError):
+        delays = ()
+    if not delays or any(delay.total_seconds() < 0 for delay in delays):
+        raise ConfigurationError(
+            f"MEDIA.processing_retry_delays_seconds must be a list of seconds, not {value!r}"
+        )
+    return delays
 
 
 def _optional_int(value: Any) -> int | None:

@@ -81,11 +81,26 @@ def has_no_metadata(data: bytes) -> bool:
 # -- limits and hostile files ---------------------------------------------------------------------
 
 
-def test_limits_are_the_ones_ingest_uses() -> None:
-    from services.media import ingest
+def test_ingest_goes_through_the_same_gate() -> None:
+    """Upload-time checks and processing refuse the same files, with the same words."""
+    import base64
 
-    assert ingest.PILLOW_FORMATS is imaging.PILLOW_FORMATS
-    assert ingest.MAX_IMAGE_PIXELS == imaging.MAX_IMAGE_PIXELS == ImagingLimits().max_pixels
+    from services.media import ingest
+    from services.media.sniffing import sniff
+
+    bomb = images.png_header(8000, 8000)  # over our limit, under Pillow's own
+    sniffed = sniff(bomb)
+    with pytest.raises(UnsupportedMediaType) as at_upload:
+        ingest.decode_and_check(base64.b64encode(bomb).decode(), sniffed)
+    with pytest.raises(UnsupportedMediaType) as in_processing:
+        imaging.image_facts(bomb)
+    assert str(at_upload.value) == str(in_processing.value)
+    assert "over the limit of 50000000 pixels" in str(at_upload.value)
+    small = ImagingLimits(max_pixels=100)
+    with pytest.raises(UnsupportedMediaType, match="over the limit of 100 pixels"):
+        ingest.decode_and_check(
+            base64.b64encode(images.jpeg(20, 20)).decode(), sniff(images.jpeg(20, 20)), small
+        )
 
 
 @pytest.mark.parametrize(

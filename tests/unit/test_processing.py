@@ -4,15 +4,18 @@ variants callers ask for (resize, crop, optimize), on real databases, disk and t
 from __future__ import annotations
 
 import io
+import logging
+import struct
 import subprocess
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from services.media import processing
+from services.media import imaging, processing
 from services.media.exceptions import (
     Forbidden,
     NotFound,
@@ -182,6 +185,92 @@ def test_a_job_whose_worker_died_is_done_once_its_lease_runs_out(service, sessio
     assert dispatched.types() == ["media_created", "media_processed"]
 
 
+# -- what a failure is blamed on: the file, a dependency, or our own code -------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (images.truncated(images.encode(images.photo(300, 200), "TIFF"), 0.5), "truncated"),
+        (images.truncated(images.encode(images.photo(300, 200), "GIF"), 0.5), "truncated"),
+        (images.truncated(images.encode(images.photo(300, 200), "BMP"), 0.5), "truncated"),
+        (images.truncated(images.encode(images.photo(300, 200), "HEIF"), 0.6), "end of file"),
+        (images.png_broken_stream(), "broken data stream"),
+    ],
+    ids=["tiff", "gif", "bmp", "heic", "png-stream"],
+)
+def test_a_file_the_decoder_refuses_fails_at_its_first_attempt(service, sessions, data, said):
+    media = _upload(service, data)
+    service.process_media()
+    failed = service.findOne(media["id"])
+    assert failed["status"] == "FAILED"
+    assert said in failed["processingError"]  # what Pillow said
+    with sessions() as session:
+        assert session.get(Media, media["id"]).processing_attempts == 1
+
+
+DECODER_ERRORS = [
+    ValueError("image has wrong mode"),
+    OSError("decoder error -2"),
+    SyntaxError("broken PNG file"),
+    EOFError(),
+    IndexError("list index out of range"),
+    struct.error("unpack requires a buffer of 4 bytes"),
+    KeyError(262),
+    TypeError("an integer is required"),
+    ZeroDivisionError("division by zero"),
+    MemoryError(),
+]
+
+
+@pytest.mark.parametrize("error", DECODER_ERRORS, ids=lambda e: type(e).__name__)
+def test_every_exception_of_the_decoder_is_a_verdict_on_the_file(
+    service, sessions, dispatched, monkeypatch, error
+):
+    # Stands in for a file that makes Pillow raise this: which bytes trigger which exception
+    # changes between Pillow versions; what matters is how the pipeline treats it.
+    media = _upload(service, images.encode(images.photo(300, 200), "PNG"), name="p.png")
+
+    def load(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    service.process_media()
+    failed = service.findOne(media["id"])
+    assert failed["status"] == "FAILED"
+    expected = (
+        "more memory" if isinstance(error, MemoryError) else str(error) or type(error).__name__
+    )
+    assert expected in failed["processingError"]
+    assert dispatched.types() == ["media_created", "media_processing_failed"]
+    with sessions() as session:
+        assert session.get(Media, media["id"]).processing_attempts == 1
+
+
+def _failures(kind: str) -> float:
+    return REGISTRY.get_sample_value("media_processing_failures_total", {"kind": kind}) or 0.0
+
+
+def test_a_defect_of_our_own_code_fails_at_once_loudly(service, sessions, monkeypatch, caplog):
+    media = _upload(service, images.jpeg())
+    before = _failures("defect")
+
+    def broken_encode(*args, **kwargs):
+        raise ValueError("image has wrong mode")
+
+    monkeypatch.setattr(imaging, "_encode", broken_encode)
+    with caplog.at_level(logging.ERROR, logger="services.media.processing"):
+        service.process_media()
+    failed = service.findOne(media["id"])
+    assert failed["status"] == "FAILED"
+    assert "internal error: ValueError: image has wrong mode" in failed["processingError"]
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert media["id"] in record.getMessage() and record.exc_info is not None
+    assert _failures("defect") == before + 1
+    with sessions() as session:
+        assert session.get(Media, media["id"]).processing_attempts == 1
+
+
 class FlakyStorage:
     """Reads fail: a storage outage during processing (outside what the service controls)."""
 
@@ -203,14 +292,36 @@ def test_an_outage_is_retried_then_fails_after_the_last_attempt(service, session
     real = service.catalog.storage
     service.catalog.storage = FlakyStorage(real)
     service.catalog.settings = replace(
-        settings, processing_lease=timedelta(0), processing_max_attempts=2
+        settings,
+        processing_max_attempts=3,
+        processing_retry_delays=(timedelta(seconds=10), timedelta(minutes=1)),
     )
-    service.process_media()
-    assert service.findOne(media["id"])["status"] == "PROCESSING"  # tried again later
+    for attempt, delay in ((1, 10), (2, 60)):
+        before = utcnow()
+        service.process_media()
+        assert service.findOne(media["id"])["status"] == "PROCESSING"  # tried again later
+        with sessions() as session:
+            row = session.get(Media, media["id"])
+            # The claim is released at once, and the next try waits out the backoff, not the
+            # 10-minute lease.
+            assert row.processing_claim is None and row.processing_attempts == attempt
+            wait = row.processing_lease_until - before
+            assert delay - 1 <= wait.total_seconds() <= delay + 5
+        service.process_media()  # within the backoff: nothing runs
+        with sessions() as session:
+            assert session.get(Media, media["id"]).processing_attempts == attempt
+        _backoff_over(sessions)
     service.process_media()
     failed = service.findOne(media["id"])
     assert failed["status"] == "FAILED"
-    assert "2 times" in failed["processingError"] and "disk went away" in failed["processingError"]
+    assert "3 times" in failed["processingError"] and "disk went away" in failed["processingError"]
+
+
+def _backoff_over(sessions) -> None:
+    with sessions.begin() as session:
+        session.execute(
+            update(Media).values(processing_lease_until=utcnow() - timedelta(seconds=1))
+        )
 
 
 def test_a_media_removed_while_processing_stays_removed(service, dispatched):
@@ -405,7 +516,7 @@ def test_a_tool_that_will_not_start_is_retried_not_blamed_on_the_file(service, s
     media = _upload(service, clip.read_bytes(), name="clip.mp4")
     broken = ProbeTools(ffprobe=str(tmp_path / "no-such-ffprobe"), ffmpeg=None)
     service.catalog.settings = replace(
-        settings, processing_lease=timedelta(0), processing_max_attempts=2
+        settings, processing_retry_delays=(timedelta(0),), processing_max_attempts=2
     )
     MediaProcessor(service.catalog, broken).run_pending()
     assert service.findOne(media["id"])["status"] == "PROCESSING"
