@@ -225,3 +225,60 @@ def png_broken_stream() -> bytes:
     body[10:30] = b"\xff" * 20
     crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
     return data[: at + 4] + bytes(body) + crc + data[at + 8 + length :]
+
+
+# -- ICC profiles of wide-gamut RGB spaces (PIL.ImageCms builds only sRGB, LAB and XYZ) ---------
+
+# D50-adapted primaries (the PCS white) and tone curves of the published specifications.
+_RGB_SPACES = {
+    "Display P3": (((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841)),
+                   2.2),
+    "Adobe RGB (1998)": (((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609),
+                          (0.1492, 0.0632, 0.7446)), 563 / 256),
+}  # fmt: skip
+
+
+def rgb_profile(name: str) -> bytes:
+    """A version 2 matrix/TRC display profile of ``name`` ("Display P3", "Adobe RGB (1998)"),
+    byte for byte what ICC.1:2001 prescribes, readable by LittleCMS (so by ImageCms)."""
+    primaries, gamma = _RGB_SPACES[name]
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    def desc(text: str) -> bytes:
+        ascii_text = text.encode("ascii") + b"\0"
+        return (
+            b"desc" + bytes(4) + struct.pack(">I", len(ascii_text)) + ascii_text
+            + bytes(4) + bytes(4) + bytes(2) + bytes(1) + bytes(67)
+        )  # fmt: skip
+
+    curve = b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", round(gamma * 256))
+    tags = [
+        (b"desc", desc(name)),
+        (b"cprt", b"text" + bytes(4) + b"No copyright, test data\0"),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(*primaries[0])),
+        (b"gXYZ", xyz(*primaries[1])),
+        (b"bXYZ", xyz(*primaries[2])),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        padded = body + bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += padded
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + b"RGB " + b"XYZ "
+        + bytes(12) + b"acsp" + b"APPL" + bytes(4) + bytes(4) + bytes(4) + bytes(8) + bytes(4)
+        + s15(0.9642) + s15(1.0) + s15(0.8249) + b"lcms" + bytes(16) + bytes(28)
+    )  # fmt: skip
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
