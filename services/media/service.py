@@ -46,6 +46,7 @@ from services.media.exceptions import (
     ValidationError,
 )
 from services.media.ids import isoformat_z
+from services.media.imaging import DECODERS
 from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
 from services.media.processing import MediaProcessor, Renditions
 from services.media.tus import TusProtocol
@@ -338,6 +339,8 @@ class MediaService:
                 report[name] = {"ok": False, "error": str(exc) or type(exc).__name__}
         healthy = all(part["ok"] for part in report.values())
         report["status"] = "ok" if healthy else "unavailable"
+        # Informational: an image format without its decoder here is stored but not processed.
+        report["decoders"] = {name.lower(): present for name, present in DECODERS.items()}
         response = Response(
             json.dumps(report), status=200 if healthy else 503, mimetype="application/json"
         )

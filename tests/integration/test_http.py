@@ -264,6 +264,10 @@ def test_health(rpc, service_config):
         "broker": True,
         "storage": True,
     }
+    # Which image decoders this machine has: all of them, AVIF and HEIC included.
+    assert body["decoders"] == {
+        name: True for name in ("jpeg", "png", "gif", "webp", "bmp", "tiff", "avif", "heif")
+    }
 
 
 def test_health_is_503_when_a_part_is_down(rpc, service_config, storage_root_for):
