@@ -657,13 +657,17 @@ class MediaCatalog:
 
     # -- storage hygiene --------------------------------------------------------------------
 
-    def sweep_orphans(self, batch_size: int = 500) -> int:
+    def sweep_orphans(
+        self, batch_size: int = 500, *, dry_run: bool = False, report: list[str] | None = None
+    ) -> int:
         """Delete stored objects no record owns, once they are older than the grace period.
 
         Only keys under ``media/`` are ours (``new_key``); objects registered with ``create`` may
         live elsewhere and are never touched. The grace period covers uploads whose bytes are
         written but whose record is not committed yet. Safe to run in several instances: a
         second delete of the same object is a no-op.
+
+        ``dry_run`` deletes nothing and counts what would go; ``report`` receives those keys.
         """
         cutoff = datetime.now(UTC) - self.settings.orphan_grace
         deleted = 0
@@ -671,8 +675,8 @@ class MediaCatalog:
         while batch := self.storage_io(_take, listing, batch_size):
             old = [info.key for info in batch if info.modified_at < cutoff]
             if old:
-                deleted += self._delete_unowned(old)
-        if deleted:
+                deleted += self._delete_unowned(old, dry_run=dry_run, report=report)
+        if deleted and not dry_run:
             log.info("sweeper deleted %d stored objects that no media record owns", deleted)
         return deleted
 
@@ -683,7 +687,9 @@ class MediaCatalog:
             log.info("aborted %d incomplete uploads older than %s", aborted, STALE_UPLOAD_AGE)
         return aborted
 
-    def _delete_unowned(self, keys: list[str]) -> int:
+    def _delete_unowned(
+        self, keys: list[str], *, dry_run: bool = False, report: list[str] | None = None
+    ) -> int:
         with self.sessions() as session:
             owned = set(
                 session.scalars(select(Media.storage_key).where(Media.storage_key.in_(keys)))
@@ -705,13 +711,26 @@ class MediaCatalog:
                 )
         deleted = 0
         for key in keys:
-            if key not in owned and self.storage_io(self.storage.delete, key):
+            if key in owned:
+                continue
+            if dry_run:
+                gone = True
+            elif gone := self.storage_io(self.storage.delete, key):
                 log.warning("deleted orphaned object %s (no media record owns it)", key)
+            if gone:
                 deleted += 1
+                if report is not None:
+                    report.append(key)
         return deleted
 
-    def mark_missing_bytes(self, batch_size: int = 500) -> int:
-        """Mark READY records whose stored object is gone as FAILED, loudly; never delete them."""
+    def mark_missing_bytes(
+        self, batch_size: int = 500, *, dry_run: bool = False, report: list[str] | None = None
+    ) -> int:
+        """Mark READY records whose stored object is gone as FAILED, loudly; never delete them.
+
+        ``dry_run`` changes nothing and counts what would be marked; ``report`` receives those
+        media ids.
+        """
         cutoff = utcnow() - self.settings.orphan_grace
         marked = 0
         after = ""
@@ -744,7 +763,10 @@ class MediaCatalog:
                 )
                 return marked
             for media_id, key in missing:
-                marked += self._mark_failed(media_id, key)
+                if dry_run or self._mark_failed(media_id, key):
+                    marked += 1
+                    if report is not None:
+                        report.append(media_id)
             if len(rows) < batch_size:
                 return marked
             after = rows[-1].storage_key
@@ -790,21 +812,16 @@ class MediaCatalog:
         """
         cutoff = utcnow() - self.settings.retention
         with self.sessions() as session:
-            due = session.execute(
-                select(Media.id, Media.storage_key)
-                .where(Media.deleted_at.is_not(None), Media.deleted_at < cutoff)
-                .order_by(Media.deleted_at)
-                .limit(limit)
-            ).all()
+            due = self.due_for_purge(session, limit, cutoff)
             variant_keys = _grouped(
                 session.execute(
                     select(MediaVariant.media_id, MediaVariant.storage_key).where(
-                        MediaVariant.media_id.in_([media_id for media_id, _ in due])
+                        MediaVariant.media_id.in_([row.id for row in due])
                     )
                 ).all()
             )
         purged = 0
-        for media_id, key in due:
+        for media_id, key, *_ in due:
             for variant_key in variant_keys.get(media_id, []):
                 self.storage_io(self.storage.delete, variant_key)
             if key:
@@ -813,6 +830,23 @@ class MediaCatalog:
         if purged:
             log.info("purged %d media past their retention period", purged)
         return len(due)
+
+    def due_for_purge(
+        self, session: Session, limit: int, cutoff: datetime | None = None
+    ) -> list[Any]:
+        """What :meth:`purge_expired` removes next: media soft-deleted before ``cutoff`` (by
+        default now minus the retention period), the longest deleted first. Rows of
+        ``(id, storage_key, deleted_at, size)``."""
+        if cutoff is None:
+            cutoff = utcnow() - self.settings.retention
+        return list(
+            session.execute(
+                select(Media.id, Media.storage_key, Media.deleted_at, Media.size)
+                .where(Media.deleted_at.is_not(None), Media.deleted_at < cutoff)
+                .order_by(Media.deleted_at)
+                .limit(limit)
+            ).all()
+        )
 
     def _delete_purged_row(self, media_id: str, cutoff: datetime) -> int:
         try:
