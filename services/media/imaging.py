@@ -9,7 +9,8 @@ resamples and encodes.
 Decoding policy (every entry point goes through it):
 
 * Pillow is only ever called as ``Image.open(fp, formats=limits.formats)``: the decoders of
-  :data:`PILLOW_FORMATS` are the only code that reads untrusted bytes. EPS (Ghostscript), PDF,
+  :data:`PILLOW_FORMATS` (AVIF and HEIF where this machine has their decoders, see
+  :data:`DECODERS`) are the only code that reads untrusted bytes. EPS (Ghostscript), PDF,
   SVG and every other format Pillow knows are refused before any parser of theirs runs; SVG is
   never rasterised.
 * The pixel count from the header is checked against ``limits.max_pixels`` before any pixel is
@@ -43,8 +44,9 @@ Outputs:
   called on the shrunk copy: a resized TIFF no longer carries its orientation tag.) Every size
   and crop box in this module is in displayed, post-orientation pixels.
 * Alpha is kept for WebP and PNG (dropped when fully opaque) and flattened onto white for JPEG.
-  16-bit images are scaled to 8 bits per channel; palette, bilevel and grey+alpha images are
-  expanded before resampling.
+  Every decoded mode (16-bit, 32-bit integer and float grey, palette, bilevel, CMYK, YCbCr,
+  LAB, HSV, premultiplied alpha) is brought to 8-bit L, LA, RGB or RGBA before resampling,
+  by the rules of :func:`_canonical` (docs/rpc.md has the table).
 * Animated GIF, WebP and PNG: facts count the frames, but variants, crops and placeholders are
   made from the first frame only (a still image), and ``optimize`` leaves animations as they are.
 * Images are never enlarged. ``inside`` fits the image in the box; ``cover`` fills the box and
