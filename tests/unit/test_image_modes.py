@@ -176,6 +176,8 @@ def _cases() -> list[Case]:
     cases += [Case("RGB", fmt, profile=p) for fmt in ICC_FORMATS for p in PROFILES]
     cases += [Case("RGBA", fmt, profile=p) for fmt in ("PNG", "WEBP") for p in PROFILES]
     cases += [Case(mode, "JPEG", orientation=o) for mode in ORIENTED_MODES for o in range(1, 9)]
+    # An iPhone's HEIC: libheif applies the rotation itself and reports orientation 1.
+    cases += [Case("RGB", "HEIF", orientation=o) for o in (3, 6, 8)]
     return cases
 
 
@@ -292,7 +294,7 @@ def check_rendition(case: Case, rendition: Image.Image, expected: Image.Image) -
 
 def test_the_matrix_is_what_the_docs_say() -> None:
     """Guards against the matrix silently shrinking: these counts are in docs and the issue."""
-    assert len(CASES) == len(set(CASES)) == 92
+    assert len(CASES) == len(set(CASES)) == 95
     assert {case.mode for case in CASES} | {"La", "RGBa", "HSV"} == {
         "1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV",
         "I", "I;16", "I;16B", "I;16L", "F",
