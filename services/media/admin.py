@@ -78,7 +78,7 @@ def load_config(path: Path) -> dict[str, Any]:
             config = yaml.safe_load(handle)
     except FileNotFoundError:
         raise Refused(f"config file {str(path)!r} not found") from None
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise Failure(f"cannot read config file {str(path)!r}: {_one_line(exc)}") from None
     if not isinstance(config, dict):
         raise Failure(f"config file {str(path)!r} is not a mapping")
@@ -319,7 +319,9 @@ def purge(context: Context, args: argparse.Namespace, out: Output) -> int:
     with catalog.sessions() as session:
         expected = len(catalog.due_for_purge(session, args.limit))
     taken = 0
-    with out.progress("purging", expected or None) as advance:
+    # The bar's total is what is due now, if that is fewer than --limit (else it is unknown).
+    total = expected if 0 < expected < args.limit else None
+    with out.progress("purging", total) as advance:
         while True:
             batch = catalog.purge_expired(limit=args.batch)
             taken += batch

@@ -305,6 +305,7 @@ def test_purge_removes_media_past_retention(admin, expired, sessions, storage):
 
     assert ran.code == 0
     assert ran.json == {"dryRun": False, "retentionDays": 30.0, "purged": 1}
+    assert "purged 0 media" in admin("purge").out  # with its progress display, on stderr
     assert media_ids(sessions) == {expired["recent"], expired["live"]}
     assert len(object_keys(storage)) == 2
     assert [event_type for event_type, _ in pending_events(sessions)] == ["media_purged"]
@@ -474,6 +475,23 @@ def test_usage_errors_exit_2(admin, capsys, tmp_path):
     assert ran.err == f"media-admin: refused: config file '{tmp_path / 'absent.yml'}' not found\n"
 
 
+def test_a_broken_configuration_is_exit_code_1(admin, tmp_path, database_url, storage_root):
+    garbage = tmp_path / "garbage.yml"
+    garbage.write_bytes(b"\xfb\xfc not yaml")
+    ran = admin("jobs", config=garbage)
+    assert ran.code == 1
+    assert ran.err.startswith(f"media-admin: cannot read config file '{garbage}'")
+    assert len(ran.err.splitlines()) == 1
+
+    keyless = write_config(tmp_path / "keyless.yml", database_url, storage_root)
+    config = yaml.safe_load(keyless.read_text())
+    config.update(URL_SIGNING_KEY=None, MEDIA_DEV_MODE=False)
+    keyless.write_text(yaml.safe_dump(config))
+    ran = admin("reconcile", "--dry-run", config=keyless)
+    assert ran.code == 1
+    assert ran.err.startswith("media-admin: configuration: URL_SIGNING_KEY is not set.")
+
+
 def test_the_config_is_resolved_from_the_environment_like_nameko_run(
     capsys, tmp_path, database_url, sessions, monkeypatch
 ):
@@ -593,8 +611,10 @@ def test_regenerate_variants_calls_the_service_until_nothing_is_left(
     for media_id in images:
         assert variant_names(sessions, media_id) == presets
 
-    again = admin("regenerate-variants", "--json", config=config)
-    assert again.json == {"regenerated": 0, "calls": 1, "batch": 20}
+    again = admin("regenerate-variants", config=config)
+    assert again.code == 0
+    assert "regenerated the variants of 0 media in 1 calls" in again.out
+    assert "regenerating variants" in again.err  # the progress display
 
     with sessions() as session:
         updated = session.scalar(
