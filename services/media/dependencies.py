@@ -16,6 +16,7 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer
 from nameko_sqlalchemy import Database
 
+from services.media import metrics
 from services.media.access import IDENTITY_CONTEXT_KEYS, Caller
 from services.media.catalog import MediaCatalog
 from services.media.database import engine_options, prepare_engine
@@ -136,14 +137,23 @@ class BrokerHealth(DependencyProvider):
 
 
 def chunk_reader(storage: Storage) -> Callable[[Iterator[bytes]], Iterator[bytes]]:
-    """Reads of a backend doing blocking I/O go through the thread pool, one chunk at a time."""
-    if not storage.blocking_io:
-        return lambda chunks: chunks
+    """Reads of a backend doing blocking I/O go through the thread pool, one chunk at a time.
+
+    Each chunk is counted in ``media_sent_bytes_total`` when the server asks for the next one,
+    that is once it has written this one: a chunk a gone client never got is not counted.
+    """
+    sent = metrics.sent_bytes
 
     def off_the_hub(chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:
-            while (chunk := tpool.execute(next, chunks, None)) is not None:
-                yield chunk
+            if storage.blocking_io:
+                while (chunk := tpool.execute(next, chunks, None)) is not None:
+                    yield chunk
+                    sent.inc(len(chunk))
+            else:
+                for chunk in chunks:
+                    yield chunk
+                    sent.inc(len(chunk))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -160,7 +170,9 @@ def body_reader(timeout: float) -> Callable[[Any, int | None], Iterator[bytes]]:
 
     A client that sends nothing for ``timeout`` seconds, or whose connection drops, ends the
     stream with :class:`StreamInterrupted` (a silent mobile client must not hold a worker).
+    Every block read is counted in ``media_received_bytes_total{via="tus"}``.
     """
+    received = metrics.received_bytes.labels("tus")
 
     def read(request: Any, length: int | None) -> Iterator[bytes]:
         stream = request.environ["wsgi.input"]
@@ -183,6 +195,7 @@ def body_reader(timeout: float) -> Callable[[Any, int | None], Iterator[bytes]]:
                 raise StreamInterrupted(f"the connection closed {remaining} bytes short")
             if remaining is not None:
                 remaining -= len(block)
+            received.inc(len(block))
             yield block
 
     return read
@@ -209,6 +222,12 @@ class SecureWebServer(WebServer):
             return app(environ, start)
 
         return secured
+
+    def get_wsgi_server(self, *args: Any, **kwargs: Any) -> Any:
+        server = super().get_wsgi_server(*args, **kwargs)
+        # eventlet's access line would be a second line per request: Observability logs it.
+        server.log_output = False
+        return server
 
 
 class SecureHttp(HttpRequestHandler):

@@ -1,11 +1,25 @@
 """Prometheus metrics of the service, in the process's default registry (served on /metrics).
 
 A plain module of metric objects: domain code may count on them without knowing about nameko.
+The gauges read from the database are not kept in the registry: :func:`exposition` computes
+them on each scrape, from the sessions of the service answering it.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.orm import sessionmaker
+
+log = logging.getLogger(__name__)
+
+# Seconds. RPC calls take about a millisecond when nothing is wrong, an upload of 11 MiB a few
+# hundred; timers (the sweeper over a large bucket) may run for minutes.
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TIMER_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 processing_failures = Counter(
     "media_processing_failures_total",
@@ -13,3 +27,136 @@ processing_failures = Counter(
     "was down and the job will be retried (dependency), or our own code failed (defect).",
     ["kind"],
 )
+
+# -- entrypoints (counted by services.media.observability.Observability) --------------------
+
+rpc_calls = Counter(
+    "media_rpc_calls_total",
+    "RPC calls handled, by method and outcome (ok, or the error class the caller received).",
+    ["method", "outcome"],
+)
+rpc_duration = Histogram(
+    "media_rpc_duration_seconds",
+    "Time spent handling an RPC call, from the worker's start to its result.",
+    ["method"],
+    buckets=CALL_BUCKETS,
+)
+http_responses = Counter(
+    "media_http_responses_total",
+    "HTTP responses of the service's own endpoints, by route, HTTP method and status.",
+    ["route", "http_method", "status"],
+)
+http_duration = Histogram(
+    "media_http_duration_seconds",
+    "Time until an HTTP endpoint returned its response (a streamed body is sent after it).",
+    ["route"],
+    buckets=CALL_BUCKETS,
+)
+timer_runs = Counter(
+    "media_timer_runs_total",
+    "Runs of the background timers, by timer and outcome (ok, or the error class).",
+    ["timer", "outcome"],
+)
+timer_duration = Histogram(
+    "media_timer_duration_seconds",
+    "Time a background timer's run took.",
+    ["timer"],
+    buckets=TIMER_BUCKETS,
+)
+
+# -- bytes --------------------------------------------------------------------------------
+
+received_bytes = Counter(
+    "media_received_bytes_total",
+    "File bytes received, by way in: upload_file and uploadPart (decoded size of the base64 "
+    "content as sent, accepted or not) and tus (request bodies as read).",
+    ["via"],
+)
+sent_bytes = Counter(
+    "media_sent_bytes_total",
+    "File bytes the file endpoint handed to the web server for sending (originals and variants).",
+)
+
+# -- background jobs ----------------------------------------------------------------------
+
+sweeper_deleted_objects = Counter(
+    "media_sweeper_deleted_objects_total",
+    "Stored objects the storage sweeper deleted because no record owned them.",
+)
+sweeper_marked_missing = Counter(
+    "media_sweeper_marked_missing_total",
+    "READY media the storage sweeper marked FAILED because their stored object was gone.",
+)
+purged_media = Counter(
+    "media_purged_media_total",
+    "Soft-deleted media past their retention period that the purge job took up.",
+)
+
+# -- gauges read from the database on each scrape -----------------------------------------
+
+scrape_errors = Counter(
+    "media_metrics_scrape_errors_total",
+    "Scrapes of /metrics whose database gauges could not be read (the other metrics were sent).",
+    registry=None,  # reported by DatabaseGauges, after the failure it counts
+)
+
+
+class DatabaseGauges:
+    """A prometheus collector reading the backlogs and upload sessions of one database.
+
+    A failure of the database does not fail the scrape: the gauges read before it are reported,
+    the rest are left out, and ``media_metrics_scrape_errors_total`` counts the scrape.
+    """
+
+    def __init__(self, sessions: sessionmaker) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Metric]:
+        # operations.py imports the domain (catalog, ingest, imaging); importing it here keeps
+        # this module, which domain code imports to count, out of an import cycle.
+        from services.media import operations
+
+        try:
+            processing = operations.processing_backlog(self.sessions)
+            yield _gauge(
+                "media_processing_queue_jobs",
+                "Processing jobs waiting or under way.",
+                processing.count,
+            )
+            yield _gauge(
+                "media_processing_oldest_job_age_seconds",
+                "Age of the oldest processing job waiting or under way (0 when there is none).",
+                processing.oldest_age_seconds or 0.0,
+            )
+            outbox = operations.outbox_backlog(self.sessions)
+            yield _gauge(
+                "media_outbox_pending_events",
+                "Committed events not published yet.",
+                outbox.count,
+            )
+            yield _gauge(
+                "media_outbox_oldest_pending_age_seconds",
+                "Age of the oldest committed event not published yet (0 when there is none).",
+                outbox.oldest_age_seconds or 0.0,
+            )
+            states = operations.upload_sessions_by_state(self.sessions)
+            sessions = GaugeMetricFamily(
+                "media_upload_sessions", "Upload sessions, by state.", labels=["state"]
+            )
+            # Every state comes, 0 included: a series an alert watches does not vanish.
+            for state, count in states.items():
+                sessions.add_metric([state], count)
+            yield sessions
+        except Exception as exc:
+            scrape_errors.inc()
+            log.warning("metrics: the database gauges could not be read: %s", exc)
+        yield from scrape_errors.collect()
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def exposition(sessions: sessionmaker) -> bytes:
+    """The text exposition of every metric: the registry's, then the database gauges."""
+    return generate_latest(REGISTRY) + generate_latest(DatabaseGauges(sessions))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.wrappers import Request, Response
 
@@ -23,7 +24,7 @@ from schemas.media import (
     UploadFileSchema,
     UrlOptionsSchema,
 )
-from services.media import files
+from services.media import files, metrics
 from services.media.catalog import MediaCatalog, Page
 from services.media.dependencies import (
     BrokerHealth,
@@ -47,6 +48,7 @@ from services.media.exceptions import (
 )
 from services.media.ids import isoformat_z
 from services.media.imaging import DECODERS
+from services.media.observability import Observability
 from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
 from services.media.processing import MediaProcessor, Renditions
 from services.media.tus import TusProtocol
@@ -81,6 +83,8 @@ class MediaService:
     broker = BrokerHealth()
     delivery_id = DeliveryId()
     dispatch = MediaEventDispatcher(retry_policy=QUICK_PUBLISH)
+    # One log line and the metrics of every RPC call, HTTP request and timer run.
+    observe = Observability()
 
     # -- creating ---------------------------------------------------------------------------
 
@@ -347,6 +351,14 @@ class MediaService:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    @http("GET", "/metrics")
+    def scrape_metrics(self, request: Request) -> Response:
+        """Prometheus metrics; the database gauges are read now (a failure leaves them out)."""
+        response = Response(metrics.exposition(self.catalog.sessions))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     # -- background jobs --------------------------------------------------------------------
 
     @configured_timer("processing_interval_seconds", 1.0)
@@ -367,8 +379,8 @@ class MediaService:
     def sweep_storage(self) -> None:
         """Delete bytes no record owns; flag records whose bytes are gone."""
         with self._boundary():
-            self.catalog.sweep_orphans()
-            self.catalog.mark_missing_bytes()
+            metrics.sweeper_deleted_objects.inc(self.catalog.sweep_orphans())
+            metrics.sweeper_marked_missing.inc(self.catalog.mark_missing_bytes())
             self.catalog.abort_stale_uploads()
 
     @configured_timer("outbox_interval_seconds", 1.0)
@@ -383,8 +395,11 @@ class MediaService:
     @configured_timer("purge_interval_seconds", 300.0)
     def purge_expired(self) -> None:
         with self._boundary():
-            while self.catalog.purge_expired() == 100:
-                pass
+            while True:
+                taken = self.catalog.purge_expired()
+                metrics.purged_media.inc(taken)
+                if taken < 100:
+                    break
             prune_published(self.catalog.sessions)
             self.catalog.prune_delivery_keys()
 
