@@ -246,11 +246,11 @@ def temp_vhost() -> Iterator[str]:
 # -- databases ------------------------------------------------------------------------------------
 
 
-def migrate(database_url: str) -> None:
-    """``alembic upgrade head``, exactly as an operator creates the schema."""
+def migrate(database_url: str, cwd: Path = REPO) -> None:
+    """``alembic upgrade head``, exactly as an operator creates the schema (run in ``cwd``)."""
     result = subprocess.run(
         [str(BIN / "alembic"), "upgrade", "head"],
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
         text=True,
@@ -296,12 +296,15 @@ def temp_postgres_database() -> Iterator[str]:
 # -- nameko processes -----------------------------------------------------------------------------
 
 
-def start_nameko(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``nameko run --config config.yml <module>`` from the repo, output to ``log_path``."""
+def start_nameko(
+    module: str, env: Mapping[str, str], log_path: Path, cwd: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """``nameko run --config config.yml <module>`` from the repo (or the source tree ``cwd``),
+    output to ``log_path``."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             [str(BIN / "nameko"), "run", "--config", "config.yml", module],
-            cwd=REPO,
+            cwd=cwd,
             env=dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,
