@@ -51,6 +51,8 @@ ADMIN_USER = "media-admin"
 SHOWN = 20
 
 OK, FAILURE, REFUSED = 0, 1, 2
+# Whose warnings are shown on stderr.
+LOGGERS = ("services", "storage")
 
 log = logging.getLogger(__name__)
 
@@ -250,25 +252,40 @@ def reconcile(context: Context, args: argparse.Namespace, out: Output) -> int:
 
 def regenerate_variants(context: Context, args: argparse.Namespace, out: Output) -> int:
     """Calls ``regenerateVariants`` until a call finds less than a full batch."""
-    from services.media.client import media_rpc  # nameko's RPC stack only where it is used
+    # nameko's RPC stack is loaded only where it is used.
+    from kombu.exceptions import OperationalError as BrokerError
+    from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
+
+    from services.media.client import MediaError, media_rpc
 
     if "AMQP_URI" not in context.config:
         raise Failure("the config has no AMQP_URI")
     regenerated = 0
     calls = 0
-    with (
-        out.progress("regenerating variants", None) as advance,
-        media_rpc(
-            context.config, timeout=args.timeout, user_id=ADMIN_USER, roles=[ADMIN_ROLE]
-        ) as media,
-    ):
-        while True:
-            done = int(media.regenerateVariants({"limit": args.limit})["regenerated"])
-            calls += 1
-            regenerated += done
-            advance(done)
-            if done < args.limit:
-                break
+    try:
+        with (
+            out.progress("regenerating variants", None) as advance,
+            media_rpc(
+                context.config, timeout=args.timeout, user_id=ADMIN_USER, roles=[ADMIN_ROLE]
+            ) as media,
+        ):
+            while True:
+                done = int(media.regenerateVariants({"limit": args.limit})["regenerated"])
+                calls += 1
+                regenerated += done
+                advance(done)
+                if done < args.limit:
+                    break
+    except MediaError as exc:  # the service answered with an error of its contract
+        raise Failure(f"the service answered {type(exc).__name__}: {_one_line(exc)}") from None
+    except UnknownService:
+        raise Failure("no media service is running: nothing consumes its RPC queue") from None
+    except RpcTimeout:
+        raise Failure(f"no answer from the media service within {args.timeout:g} s") from None
+    except RemoteError as exc:
+        raise Failure(f"the service failed: {_one_line(exc)}") from None
+    except (OSError, BrokerError) as exc:
+        raise Failure(f"broker unavailable: {_one_line(exc)}") from None
     data = {"regenerated": regenerated, "calls": calls, "batch": args.limit}
 
     def show(console: Console) -> None:
@@ -609,11 +626,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = getattr(args, "json", False)
     config_path = getattr(args, "config", DEFAULT_CONFIG)
     out = Output(as_json)
+    # The service's own warnings (an object deleted, a record marked FAILED, a sweep held
+    # back) reach the operator on stderr; the libraries' chatter does not.
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
     context: Context | None = None
     try:
         context = Context(load_config(config_path))
@@ -626,13 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(FAILURE, f"database unavailable: {_database_error(exc)}")
     except StorageError as exc:
         return _fail(FAILURE, f"storage unavailable: {_one_line(exc)}")
-    except Exception as exc:
-        broker = _broker_error(exc)
-        if broker is None:
-            raise
-        return _fail(FAILURE, broker)
     finally:
-        root.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
         if context is not None:
             context.close()
 
@@ -651,25 +667,6 @@ def _one_line(exc: BaseException) -> str:
 def _database_error(exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None)
     return _one_line(original if original is not None else exc)
-
-
-def _broker_error(exc: Exception) -> str | None:
-    """A message for what went wrong talking to the service over RPC, or None if it was not."""
-    from services.media.exceptions import MediaError
-
-    if isinstance(exc, MediaError):  # the service answered with an error of its contract
-        return f"the service answered {type(exc).__name__}: {_one_line(exc)}"
-    try:
-        from nameko.exceptions import RemoteError, RpcTimeout
-    except ImportError:  # pragma: no cover - nameko is a dependency
-        return None
-    if isinstance(exc, RpcTimeout):
-        return f"no answer from the media service within the timeout ({_one_line(exc)})"
-    if isinstance(exc, RemoteError):
-        return f"the service failed: {_one_line(exc)}"
-    if isinstance(exc, OSError):
-        return f"broker unavailable: {_one_line(exc)}"
-    return None
 
 
 if __name__ == "__main__":

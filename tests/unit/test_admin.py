@@ -230,6 +230,7 @@ def test_reconcile_deletes_orphans_and_marks_lost_bytes_failed(admin, drift, sto
     ran = admin("reconcile", "--json")
 
     assert ran.code == 0
+    assert f"deleted orphaned object {drift['orphan']}" in ran.err  # the sweeper's own warning
     assert ran.json["dryRun"] is False
     assert ran.json["orphanedObjects"] == {"count": 1, "keys": [drift["orphan"]]}
     assert ran.json["missingBytes"] == {"count": 1, "mediaIds": [drift["lost"]]}
@@ -639,3 +640,24 @@ def test_regenerate_variants_without_a_broker_is_exit_code_1(admin, tmp_path, st
     assert ran.out == ""
     assert ran.err.startswith("media-admin: broker unavailable: ")
     assert len(ran.err.splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_regenerate_variants_with_no_service_running_is_exit_code_1(
+    admin, tmp_path, storage_root, rabbit_config
+):
+    config = write_config(
+        tmp_path / "noservice.yml",
+        "sqlite:///unused.db",
+        storage_root,
+        AMQP_URI=rabbit_config["AMQP_URI"],
+    )
+
+    ran = admin("regenerate-variants", "--json", "--timeout", "5", config=config)
+
+    assert ran.code == 1
+    assert ran.out == ""
+    # (stderr may also carry the amqp library's own warnings, logged in this process)
+    assert ran.err.splitlines()[-1] == (
+        "media-admin: no media service is running: nothing consumes its RPC queue"
+    )
