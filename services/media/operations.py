@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services.media.catalog import PROCESSING
 from services.media.ids import utcnow
 from services.media.models import (
     CANCELLED,
@@ -30,6 +29,9 @@ from services.media.models import (
     UploadSession,
 )
 
+# The media status of a processing job (catalog.PROCESSING), named here so that importing these
+# views does not load the catalog and what it imports.
+PROCESSING = "PROCESSING"
 # Every state an upload session can be in, in the order of its life.
 UPLOAD_STATES: tuple[str, ...] = (
     PENDING,

@@ -181,8 +181,10 @@ def test_upload_sessions_by_state_lists_every_state_with_zeros(sessions):
     assert list(counts) == list(operations.UPLOAD_STATES)
 
 
-def test_the_upload_states_are_the_ones_the_code_uses():
-    from services.media import models
+def test_the_statuses_are_the_ones_the_code_uses():
+    from services.media import catalog, models
+
+    assert operations.PROCESSING == catalog.PROCESSING
 
     assert set(operations.UPLOAD_STATES) == ALL_UPLOAD_STATES
     assert {models.PENDING, models.UPLOADING, models.VERIFYING} <= set(operations.UPLOAD_STATES)
