@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ from services.media.observability import (
 from services.media.outbox import record_event
 from services.media.settings import ConfigurationError
 from storage import new_key
+from tests.conftest import REPO
 from tests.files import png_bytes, upload_data
 
 CALLS = "services.media.calls"
@@ -459,3 +461,45 @@ def test_a_database_down_during_a_scrape_leaves_out_only_its_gauges(tmp_path, ca
     assert scraped.value == errors + 1
     assert "database gauges could not be read" in caplog.text
     broken.kw["bind"].dispose()
+
+
+# -- the docs and the dashboard name what /metrics serves -----------------------------------
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def _served(sessions: sessionmaker) -> dict[str, str]:
+    """Metric names as documented (counters with ``_total``) -> their type."""
+    return {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in text_string_to_metric_families(metrics.exposition(sessions).decode())
+        if family.name.startswith("media_") and not family.name.endswith("_created")
+    }
+
+
+def test_every_metric_is_documented_with_its_type(sessions):
+    text = (REPO / "docs" / "operations.md").read_text()
+    section = text[text.index("## Metrics") : text.index("## Admin CLI")]
+    rows = dict(re.findall(r"^\| `(media_[a-z_]+)` \| ([a-z]+)", section, re.MULTILINE))
+    assert rows == _served(sessions)
+
+
+def test_the_dashboard_queries_only_metrics_that_exist(sessions):
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    served = _served(sessions)
+    samples = {
+        name.removesuffix("_total") + suffix
+        for name, kind in served.items()
+        for suffix in SUFFIXES[kind]
+    }
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"media_[a-z_]+", target["expr"])
+    }
+    assert queried and queried <= samples
+    # Every metric has a panel.
+    assert {
+        name for name in served if any(s.startswith(name.removesuffix("_total")) for s in queried)
+    } == set(served)
