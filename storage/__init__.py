@@ -1,7 +1,14 @@
-"""Where the bytes of media live: a small blob-store interface and its backends."""
+"""Where the bytes of media live: a small blob-store interface and its backends.
+
+A backend is one module with one :class:`Storage` subclass, named in :data:`BACKENDS` and
+imported only when it is configured (importing boto3 before eventlet's monkey patch breaks SSL,
+so ``import storage`` must stay safe to do first). Optional abilities are the protocols of
+:mod:`storage.capabilities`. This package never imports the service.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,58 +19,50 @@ from storage.base import (
     PartInfo,
     Storage,
     StoredObject,
-    new_key,
-    validate_key,
 )
+from storage.capabilities import DirectUploads, PresignedReads
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
+from storage.keys import GENERATED_KEY_PREFIX, is_valid_key, new_key, validate_key
 from storage.local import LocalStorage
 
 __all__ = [
+    "BACKENDS",
+    "GENERATED_KEY_PREFIX",
     "MAX_PART_NUMBER",
     "MIN_PART_SIZE",
+    "DirectUploads",
     "InvalidKey",
     "LocalStorage",
     "ObjectInfo",
     "ObjectNotFound",
     "PartInfo",
+    "PresignedReads",
     "Storage",
     "StorageError",
     "StorageUnavailable",
     "StoredObject",
     "build_storage",
+    "is_valid_key",
     "new_key",
     "validate_key",
 ]
 
-BACKENDS = ("local", "s3")
+# STORAGE_BACKEND name -> "module:Class".
+BACKENDS: dict[str, str] = {
+    "local": "storage.local:LocalStorage",
+    "s3": "storage.s3:S3Storage",
+}
 
 
 def build_storage(settings: Mapping[str, Any]) -> Storage:
-    """The backend named by ``STORAGE_BACKEND`` (default ``"local"``), configured from settings.
-
-    ``local``: ``STORAGE_ROOT``. ``s3``: ``S3_BUCKET``, and optionally ``S3_ENDPOINT_URL``,
-    ``S3_REGION``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``.
-    """
-    backend = settings.get("STORAGE_BACKEND", "local")
-    if backend == "local":
-        root = settings.get("STORAGE_ROOT")
-        if not root:
-            raise ValueError("STORAGE_ROOT must be set for the 'local' storage backend")
-        return LocalStorage(root=root)
-    if backend == "s3":
-        bucket = settings.get("S3_BUCKET")
-        if not bucket:
-            raise ValueError("S3_BUCKET must be set for the 's3' storage backend")
-        # Imported here, not at the top: importing boto3 before eventlet's monkey patch breaks
-        # SSL (RecursionError), and `import storage` must stay safe to do first.
-        from storage.s3 import S3Storage
-
-        # Empty strings (unset ${VAR:} in config.yml) mean "not set": boto3's defaults apply.
-        return S3Storage(
-            bucket=bucket,
-            endpoint_url=settings.get("S3_ENDPOINT_URL") or None,
-            region=settings.get("S3_REGION") or None,
-            access_key_id=settings.get("AWS_ACCESS_KEY_ID") or None,
-            secret_access_key=settings.get("AWS_SECRET_ACCESS_KEY") or None,
+    """The backend named by ``STORAGE_BACKEND`` (default ``"local"``), configured from settings
+    by its own ``from_settings``."""
+    name = settings.get("STORAGE_BACKEND") or "local"
+    target = BACKENDS.get(name)
+    if target is None:
+        raise ValueError(
+            f"unknown STORAGE_BACKEND {name!r}; expected one of: {', '.join(BACKENDS)}"
         )
-    raise ValueError(f"unknown STORAGE_BACKEND {backend!r}; expected one of: {', '.join(BACKENDS)}")
+    module_name, class_name = target.split(":")
+    backend: type[Storage] = getattr(importlib.import_module(module_name), class_name)
+    return backend.from_settings(settings)

@@ -1,28 +1,25 @@
-"""The storage interface every backend implements, its value types and the key helpers."""
+"""The storage interface every backend implements, and its value types.
+
+What only some backends can do (direct uploads, presigned reads) is in :mod:`storage.capabilities`;
+keys in :mod:`storage.keys`.
+"""
 
 from __future__ import annotations
 
-import re
-import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Self
 
-from storage.errors import InvalidKey, ObjectNotFound
+from storage.errors import ObjectNotFound
 
-MAX_KEY_LENGTH = 512
-# Every key new_key makes starts with this: what lies elsewhere was not written by the service.
-GENERATED_KEY_PREFIX = "media/"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 # Staged uploads (begin_parts ... complete_parts) follow S3's multipart rules on every backend:
 # parts are numbered 1..MAX_PART_NUMBER and all but the last must be at least MIN_PART_SIZE.
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000
-
-_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,511}")
 
 
 @dataclass(frozen=True)
@@ -51,19 +48,6 @@ class PartInfo:
     number: int  # 1-based
     size: int
     etag: str  # S3: the ETag S3 returned; local: sha256 hex of the part
-
-
-def new_key(now: datetime | None = None) -> str:
-    """A fresh server-generated key: ``media/YYYY/MM/DD/<32 hex of a uuid4>``.
-
-    ``now`` defaults to the current time; aware values are converted to UTC, naive ones are taken
-    as UTC already.
-    """
-    if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is not None:
-        now = now.astimezone(UTC)
-    return f"{GENERATED_KEY_PREFIX}{now:%Y/%m/%d}/{uuid.uuid4().hex}"
 
 
 def check_range(start: int, end: int | None, chunk_size: int) -> None:
@@ -104,35 +88,6 @@ def check_parts(parts: Iterable[PartInfo]) -> list[PartInfo]:
     return ordered
 
 
-def validate_key(key: str) -> str:
-    """Return ``key`` unchanged if it is a safe object key, else raise :class:`InvalidKey`."""
-    if not isinstance(key, str):
-        raise InvalidKey(key, f"must be a string, not {type(key).__name__}")
-    if not key:
-        raise InvalidKey(key, "is empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(key, f"is longer than {MAX_KEY_LENGTH} characters")
-    if "\x00" in key:
-        raise InvalidKey(key, "contains a NUL character")
-    if "\\" in key:
-        raise InvalidKey(key, "contains a backslash")
-    if key.startswith("/"):
-        raise InvalidKey(key, "starts with '/'")
-    for segment in key.split("/"):
-        if not segment:
-            raise InvalidKey(key, "has an empty path segment")
-        if segment in (".", ".."):
-            raise InvalidKey(key, f"has a {segment!r} path segment")
-    # fullmatch, not match with "$": "$" would also accept a trailing newline.
-    if _KEY_RE.fullmatch(key) is None:
-        raise InvalidKey(
-            key,
-            "must start with a letter or digit and contain only letters, digits, '.', '_', '-' "
-            "and '/'",
-        )
-    return key
-
-
 class Storage(ABC):
     """A place to keep immutable blobs under string keys."""
 
@@ -140,6 +95,12 @@ class Storage(ABC):
     # True where reads and writes block the calling thread (files): callers on an event loop
     # then run them in a thread pool. Network backends on green sockets say False.
     blocking_io: bool = True
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Self:
+        """The backend configured from the service's settings (its own ``STORAGE_*``/vendor
+        keys); ValueError naming the setting that is missing or wrong."""
 
     @abstractmethod
     def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> StoredObject:
@@ -237,29 +198,6 @@ class Storage(ABC):
         """Discard the staged parts. Idempotent: an unknown, already aborted or completed
         upload id is a no-op."""
 
-    # -- uploads straight to the backend, bypassing the service -------------------------------
-    #
-    # Where the backend can hand out its own signed upload URLs (S3), a client sends the parts
-    # of a staged upload, or a small object whole, to the backend itself.
-
-    supports_direct_upload: bool = False
-
-    def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
-        """A URL to which a client PUTs part ``number`` of the staged upload."""
-        raise NotImplementedError(f"{self.name} storage takes no direct uploads")
-
-    def presign_post(
-        self, key: str, size: int, content_type: str, expires_in: int
-    ) -> dict[str, Any]:
-        """``{"url", "fields"}`` of an HTML form POST that stores exactly ``size`` bytes at
-        ``key``: the client sends ``fields`` and then the file as the ``file`` field."""
-        raise NotImplementedError(f"{self.name} storage takes no direct uploads")
-
-    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
-        """The parts stored so far, in number order; :class:`ObjectNotFound` if the upload id is
-        unknown, aborted or completed."""
-        raise NotImplementedError(f"{self.name} storage takes no direct uploads")
-
     def abort_incomplete_uploads(self, older_than: timedelta) -> int:
         """Discard partial uploads older than ``older_than``; returns how many. Backends whose
         writes leave nothing behind when interrupted have none."""
@@ -272,12 +210,4 @@ class Storage(ABC):
     def local_path(self, key: str) -> str | None:
         """A path on this machine where the object can be read as a file, if the backend
         keeps it as one (so tools can read it without a copy); None otherwise."""
-        return None
-
-    def presigned_get_url(
-        self, key: str, expires_in: int, *, content_type: str, disposition: str
-    ) -> str | None:
-        """A URL that serves the object directly for ``expires_in`` seconds, answering with
-        ``content_type`` and ``disposition``; None where the backend cannot presign (the
-        service then signs a URL to its own endpoint)."""
         return None

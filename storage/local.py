@@ -12,9 +12,9 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, Any
 
 from storage.base import (
     DEFAULT_CHUNK_SIZE,
@@ -25,9 +25,9 @@ from storage.base import (
     check_part_number,
     check_parts,
     check_range,
-    validate_key,
 )
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
+from storage.keys import is_valid_key, validate_key
 
 TMP_PREFIX = ".tmp-"
 # A staged upload is the directory <root>/.tmp-upload-<upload id> (32 hex of a uuid4) holding the
@@ -80,6 +80,14 @@ class LocalStorage(Storage):
 
     def __repr__(self) -> str:
         return f"LocalStorage(root={self.root!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> LocalStorage:
+        """``STORAGE_ROOT``: the directory that holds the objects."""
+        root = settings.get("STORAGE_ROOT")
+        if not root:
+            raise ValueError("STORAGE_ROOT must be set for the 'local' storage backend")
+        return cls(root=root)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -243,7 +251,7 @@ class LocalStorage(Storage):
                 key = parent + filename
                 if filename.startswith(TMP_PREFIX) or not key.startswith(prefix):
                     continue
-                if not _is_valid_key(key):
+                if not is_valid_key(key):
                     continue  # not written by put (placed by hand): no key could address it
                 try:
                     st = os.lstat(os.path.join(dirpath, filename))
@@ -658,14 +666,6 @@ def _info(key: str, st: os.stat_result) -> ObjectInfo:
         content_type=None,
         modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
     )
-
-
-def _is_valid_key(key: str) -> bool:
-    try:
-        validate_key(key)
-    except InvalidKey:
-        return False
-    return True
 
 
 def _describe(exc: OSError) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,9 +36,9 @@ from storage.base import (
     check_part_number,
     check_parts,
     check_range,
-    validate_key,
 )
-from storage.errors import InvalidKey, ObjectNotFound, StorageUnavailable
+from storage.errors import ObjectNotFound, StorageUnavailable
+from storage.keys import is_valid_key, validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,22 @@ class S3Storage(Storage):
         if client is None:
             client = _make_client(bucket, endpoint_url, region, access_key_id, secret_access_key)
         self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> S3Storage:
+        """``S3_BUCKET``, and optionally ``S3_ENDPOINT_URL``, ``S3_REGION``,
+        ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
+        bucket = settings.get("S3_BUCKET")
+        if not bucket:
+            raise ValueError("S3_BUCKET must be set for the 's3' storage backend")
+        # Empty strings (unset ${VAR:} in config.yml) mean "not set": boto3's defaults apply.
+        return cls(
+            bucket=bucket,
+            endpoint_url=settings.get("S3_ENDPOINT_URL") or None,
+            region=settings.get("S3_REGION") or None,
+            access_key_id=settings.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=settings.get("AWS_SECRET_ACCESS_KEY") or None,
+        )
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
@@ -363,7 +379,7 @@ class S3Storage(Storage):
         while page is not None:
             for item in page.get("Contents", ()):
                 key = item["Key"]
-                if not _is_valid_key(key):
+                if not is_valid_key(key):
                     continue
                 yield ObjectInfo(
                     key=key,
@@ -405,8 +421,6 @@ class S3Storage(Storage):
             )
 
     # -- uploads straight to the bucket ---------------------------------------------------------
-
-    supports_direct_upload = True
 
     def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
         """A SigV4 presigned UploadPart; the client's PUT answers with the part's ETag."""
@@ -698,11 +712,3 @@ def _check_upload_id(key: str, upload_id: str) -> None:
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
-
-
-def _is_valid_key(key: str) -> bool:
-    try:
-        validate_key(key)
-    except InvalidKey:
-        return False
-    return True

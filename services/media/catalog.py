@@ -54,8 +54,7 @@ from services.media.pagination import SortOrder
 from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
-from storage import Storage, new_key, validate_key
-from storage.base import GENERATED_KEY_PREFIX
+from storage import GENERATED_KEY_PREFIX, Storage, new_key, validate_key
 from storage.errors import InvalidKey, ObjectNotFound
 
 log = logging.getLogger(__name__)

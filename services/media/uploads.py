@@ -60,7 +60,7 @@ from services.media.models import (
 )
 from services.media.outbox import record_event
 from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
-from storage import PartInfo, StoredObject, new_key
+from storage import DirectUploads, PartInfo, StoredObject, new_key
 from storage.errors import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Uploads:
         self.catalog.check_quota(data["user_id"], data["size"])
         transfer = THROUGH_SERVICE
         if data.get("direct"):
-            if not self.storage.supports_direct_upload:
+            if not isinstance(self.storage, DirectUploads):
                 raise ValidationError.for_field(
                     "direct",
                     f"Uploads straight to storage need the S3 backend; this service keeps files "

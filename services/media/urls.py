@@ -19,7 +19,7 @@ from services.media.ids import utcnow
 from services.media.models import Media
 from services.media.serving import content_disposition, content_type
 from services.media.settings import MediaSettings
-from storage import Storage
+from storage import PresignedReads, Storage
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
 
@@ -51,7 +51,7 @@ class MediaUrls:
         self._quoted_key_id = quote(settings.url_signing_key_id, safe="")
         # Whether the backend can presign at all: if not, links skip working out the headers a
         # presigned URL would carry (most of the cost of a link, and a page has ~100 of them).
-        self._presigns = type(storage).presigned_get_url is not Storage.presigned_get_url
+        self._presigns = isinstance(storage, PresignedReads)
 
     def for_media(self, media: Media, now: datetime | None = None, variant: str = "") -> str:
         """The ``url`` of a record, or of one of its variants."""

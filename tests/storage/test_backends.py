@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from storage import InvalidKey, LocalStorage, ObjectNotFound, PartInfo, Storage, new_key
+from storage import (
+    InvalidKey,
+    LocalStorage,
+    ObjectNotFound,
+    PartInfo,
+    PresignedReads,
+    Storage,
+    new_key,
+)
 from tests.storage.conftest import S3_TEST_PART_SIZE, RawContents
 
 # Backends that keep the content type given to put (the others return None from head).
@@ -731,6 +739,8 @@ def test_check_passes_on_a_usable_backend(backend: Storage) -> None:
 
 def test_presigned_get_url_is_none_or_serves_the_bytes(backend: Storage) -> None:
     backend.put("p/file.txt", [b"presigned bytes"], "text/plain")
+    if not isinstance(backend, PresignedReads):
+        return  # this backend cannot presign: the service signs its own URLs
     url = backend.presigned_get_url(
         "p/file.txt", 60, content_type="text/plain", disposition="inline"
     )

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from storage import (
+    DirectUploads,
     InvalidKey,
     LocalStorage,
     ObjectNotFound,
+    PresignedReads,
     StorageUnavailable,
     build_storage,
     new_key,
@@ -200,9 +202,10 @@ def test_root_that_is_a_file_cannot_be_opened(tmp_path: Path) -> None:
         LocalStorage(path)
 
 
-def test_local_storage_cannot_presign(store: LocalStorage) -> None:
-    store.put("k", [b"x"], "text/plain")
-    assert store.presigned_get_url("k", 60, content_type="text/plain", disposition="inline") is None
+def test_local_storage_has_no_presigned_reads_or_direct_uploads(store: LocalStorage) -> None:
+    # The service then signs links to its own endpoint and takes every byte itself.
+    assert not isinstance(store, PresignedReads)
+    assert not isinstance(store, DirectUploads)
 
 
 # -- concurrency ------------------------------------------------------------------------------

@@ -28,7 +28,14 @@ from botocore.stub import Stubber
 from urllib3.exceptions import ProtocolError
 
 import storage.s3
-from storage import InvalidKey, ObjectNotFound, StorageUnavailable, build_storage
+from storage import (
+    DirectUploads,
+    InvalidKey,
+    ObjectNotFound,
+    PresignedReads,
+    StorageUnavailable,
+    build_storage,
+)
 from storage.s3 import S3Storage
 from tests.s3server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer, free_port
 from tests.storage.conftest import S3_TEST_PART_SIZE, make_s3_storage, s3_client
@@ -528,6 +535,7 @@ def test_build_storage_s3(moto_server: MotoServer, s3_bucket: str) -> None:
         }
     )
     assert isinstance(store, S3Storage)
+    assert isinstance(store, DirectUploads) and isinstance(store, PresignedReads)
     try:
         assert store.name == "s3"
         assert store.bucket == s3_bucket
