@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.orm import sessionmaker
 
+from services.media import operations
+
 log = logging.getLogger(__name__)
 
 # Seconds. RPC calls take about a millisecond when nothing is wrong, an upload of 11 MiB a few
@@ -112,10 +114,6 @@ class DatabaseGauges:
         self.sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
-        # operations.py imports the domain (catalog, ingest, imaging); importing it here keeps
-        # this module, which domain code imports to count, out of an import cycle.
-        from services.media import operations
-
         try:
             processing = operations.processing_backlog(self.sessions)
             yield _gauge(
