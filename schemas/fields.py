@@ -87,7 +87,10 @@ class Folder(fields.String):
         "length": "Must be at most 1024 characters.",
     }
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+    # A blank folder is "no folder" (None), which String's signature does not foresee.
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> str | None:
         text = super()._deserialize(value, attr, data, **kwargs).strip().strip("/")
         if not text:
             return None

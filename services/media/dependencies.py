@@ -7,7 +7,7 @@ from typing import Any
 
 import eventlet
 from eventlet import tpool
-from kombu import Connection
+from kombu.connection import Connection
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc

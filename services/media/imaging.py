@@ -72,13 +72,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
-from typing import IO, Any, Final, TypeAlias
+from typing import IO, Any, Final, TypeAlias, cast
 
-from PIL import ExifTags, Image, ImageCms, ImageFile, features
+from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
 from services.media.exceptions import UnsupportedMediaType, ValidationError
 
 __all__ = [
+    "DECODED_MIME_TYPES",
     "DECODERS",
     "DEFAULT_LIMITS",
     "DEFAULT_RECIPES",
@@ -147,6 +148,9 @@ MIME_TYPES: Final = {
     "AVIF": "image/avif",
     "HEIF": "image/heic",
 }
+# The image types this machine decodes: others that a policy admits (an operator's SVG, HEIC
+# without its plug-in) are stored as they are, with no dimensions and no processing.
+DECODED_MIME_TYPES: Final = frozenset(MIME_TYPES[name] for name in PILLOW_FORMATS)
 # WebP's limit; the largest side a recipe may ask for.
 MAX_VARIANT_SIDE: Final = 16383
 # Bump when rendering changes (filters, encoder settings) so every stored variant is remade.
@@ -425,7 +429,9 @@ def image_facts(source: ImageSource, *, limits: ImagingLimits = DEFAULT_LIMITS) 
 
     A JPEG is decoded at 1/8 scale, so facts of a 12 MP photo cost a fraction of a full decode.
     """
-    return _process(source, (), {}, limits, want_facts=True).facts
+    facts = _process(source, (), {}, limits, want_facts=True).facts
+    assert facts is not None  # asked for
+    return facts
 
 
 def render_variant(
@@ -754,7 +760,7 @@ def _open(source: ImageSource, limits: ImagingLimits) -> Iterator[_Opened]:
             raise UnsupportedMediaType("the file is empty")
         try:
             image = Image.open(fp, formats=limits.formats)
-        except Image.UnidentifiedImageError:
+        except UnidentifiedImageError:
             raise UnsupportedMediaType(
                 "the content is not an image in one of the accepted formats "
                 f"({', '.join(limits.formats)})"
@@ -922,7 +928,11 @@ def _orientation(image: Image.Image) -> int | None:
         value = image.getexif().get(ExifTags.Base.Orientation)
     except (*_PILLOW_ERRORS, ArithmeticError):
         return None
-    return value if _is_int(value) and 1 <= value <= 8 else None
+    return (
+        value
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8
+        else None
+    )
 
 
 def _decode(src: _Source, need: tuple[int, int] | None) -> tuple[Image.Image, float, float]:
@@ -981,7 +991,7 @@ class _Renderer:
             min(float(image.height), y1 * fy),
         )
         if _whole_pixels(box) and (round(box[2] - box[0]), round(box[3] - box[1])) == plan.size:
-            whole = tuple(round(v) for v in box)
+            whole = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
             result = image if whole == (0, 0, *image.size) else image.crop(whole)
         else:
             result = image.resize(plan.size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
@@ -1034,7 +1044,7 @@ def _canonical(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, byte
     if mode in _SIXTEEN_BIT:
         return _stretched(image.convert("I"), 0, 65535), icc
     if mode in ("I", "F"):
-        low, high = image.getextrema()
+        low, high = cast(tuple[float, float], image.getextrema())  # one band: (min, max)
         if mode == "F" and 0 <= low and high <= 1:
             return _stretched(image, 0.0, 1.0), icc
         if mode == "I" and 0 <= low and high <= 65535:
@@ -1241,7 +1251,8 @@ def _aspect(width: int, height: int) -> str:
 def _dominant_color(rgb: Image.Image) -> str:
     """The colour of the most common cluster (median cut into 6 colours)."""
     quantised = rgb.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
-    _, index = max(quantised.getcolors() or [(1, 0)])
+    # A palette image: each colour is its palette index.
+    _, index = cast(tuple[int, int], max(quantised.getcolors() or [(1, 0)]))
     palette = quantised.getpalette() or [0, 0, 0]
     r, g, b = palette[3 * index : 3 * index + 3]
     return f"#{r:02x}{g:02x}{b:02x}"

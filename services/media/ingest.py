@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 
 from services.media.exceptions import PayloadTooLarge, UnsupportedMediaType, ValidationError
-from services.media.imaging import DEFAULT_LIMITS, ImagingLimits, header_size
+from services.media.imaging import DECODED_MIME_TYPES, DEFAULT_LIMITS, ImagingLimits, header_size
 from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, MediaType, Sniffed, declared_type_conflicts, sniff
 
@@ -99,9 +99,8 @@ def decode_and_check(
         raise ValidationError.for_field("content", "The file is empty.")
     # Dimensions from the header alone (no pixel decode); bombs and unreadable headers are
     # refused here, before anything is stored.
-    width, height = (
-        header_size(data, limits=limits) if sniffed.media_type is MediaType.IMAGE else (None, None)
-    )
+    decodable = sniffed.media_type is MediaType.IMAGE and sniffed.mime_type in DECODED_MIME_TYPES
+    width, height = header_size(data, limits=limits) if decodable else (None, None)
     return CheckedFile(
         data=data,
         sniffed=sniffed,

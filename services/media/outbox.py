@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.media.ids import isoformat_z, utcnow, uuid7
@@ -42,7 +42,7 @@ def record_event(session: Session, event_type: str, **body: Any) -> str:
 
 
 def publish_pending(
-    sessions: sessionmaker,
+    sessions: sessionmaker[Session],
     publish: Publish,
     *,
     event_ids: Iterable[str] | None = None,
@@ -88,7 +88,7 @@ def publish_pending(
     return published
 
 
-def prune_published(sessions: sessionmaker, older_than: timedelta = KEEP_PUBLISHED) -> int:
+def prune_published(sessions: sessionmaker[Session], older_than: timedelta = KEEP_PUBLISHED) -> int:
     with sessions.begin() as session:
         result = session.execute(
             delete(OutboxEvent).where(
@@ -96,4 +96,4 @@ def prune_published(sessions: sessionmaker, older_than: timedelta = KEEP_PUBLISH
                 OutboxEvent.published_at < utcnow() - older_than,
             )
         )
-        return result.rowcount or 0
+        return cast(CursorResult[Any], result).rowcount or 0

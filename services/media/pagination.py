@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, literal, tuple_
 
 from services.media.exceptions import ValidationError
 from services.media.ids import isoformat_z
@@ -38,10 +38,10 @@ class SortOrder:
     def token(self) -> str:
         return f"-{self.name}" if self.descending else self.name
 
-    def apply(self, query: Select, cursor: str | None) -> Select:
+    def apply(self, query: Select[Any], cursor: str | None) -> Select[Any]:
         key = tuple_(self.column, Media.id)
         if cursor is not None:
-            bound = tuple_(*self._decode(cursor))
+            bound = tuple_(*(literal(value) for value in self._decode(cursor)))
             query = query.where(key < bound if self.descending else key > bound)
         if self.descending:
             return query.order_by(self.column.desc(), Media.id.desc())

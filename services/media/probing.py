@@ -666,7 +666,7 @@ def _av_facts(report: Mapping[str, Any]) -> AvFacts:
     streams = (
         [s for s in raw_streams if isinstance(s, dict)] if isinstance(raw_streams, list) else []
     )
-    container = report.get("format") if isinstance(report.get("format"), dict) else {}
+    container: dict[str, Any] = report["format"] if isinstance(report.get("format"), dict) else {}
     video = next((s for s in streams if _is_moving_picture(s)), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None and audio is None:

@@ -46,7 +46,7 @@ from storage import Storage
 
 log = logging.getLogger(__name__)
 
-IMAGE_MIME_TYPES = frozenset(imaging.MIME_TYPES.values())
+IMAGE_MIME_TYPES = imaging.DECODED_MIME_TYPES
 COPY_BLOCK = 1024 * 1024
 
 
@@ -524,7 +524,7 @@ class Renditions:
                             break
         return {"regenerated": regenerated}
 
-    def _regenerate(self, media: Media, recipes: list[VariantRecipe]) -> None:
+    def _regenerate(self, media: Media, recipes: Sequence[VariantRecipe]) -> None:
         assert media.storage_key is not None
         with self.processor.workspace() as workdir:
             source = self.processor.original_file(media.storage_key, workdir)

@@ -169,6 +169,7 @@ class TusProtocol:
 
     def _head(self, upload: UploadSession) -> Response:
         offset = self.uploads.stream_offset(upload)
+        upload_media_id: str | None
         if offset == upload.size and upload.status != READY:
             # Every byte is in, but finishing failed for a passing reason (storage away, or
             # the process died): a client that asks where it stands finishes it.
@@ -328,7 +329,7 @@ def _format_metadata(values: dict[str, str | None]) -> str:
 def _stop_reading(request: Request) -> None:
     """Leave the rest of a refused body unread: by default the server would read it all (to
     keep the connection), so a client lying about its size would still send every byte."""
-    body = request.environ.get("wsgi.input")
+    body: Any = request.environ.get("wsgi.input")
     if hasattr(body, "position") and hasattr(body, "content_length"):
         body.chunked_input = False
         body.content_length = body.position

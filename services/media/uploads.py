@@ -40,6 +40,7 @@ from services.media.exceptions import (
     MediaError,
     NotFound,
     PayloadTooLarge,
+    StorageUnavailable,
     ValidationError,
 )
 from services.media.ids import isoformat_z, utcnow, uuid7
@@ -299,7 +300,7 @@ class Uploads:
         if upload.transfer == DIRECT_PARTS and upload.status in OPEN:
             # The bytes went to the bucket; only the bucket knows how many arrived.
             parts = self.catalog.storage_io(
-                self.storage.list_parts, upload.storage_key, upload.storage_upload_id
+                self._direct_storage().list_parts, upload.storage_key, upload.storage_upload_id
             )
             received = sum(part.size for part in parts)
         speed = 0.0
@@ -349,7 +350,7 @@ class Uploads:
         expires_at = isoformat_z(utcnow() + self.settings.upload_token_ttl)
         if upload.transfer == DIRECT_POST:
             post = self.catalog.storage_io(
-                self.storage.presign_post,
+                self._direct_storage().presign_post,
                 upload.storage_key,
                 upload.size,
                 upload.mime_type or "application/octet-stream",
@@ -361,7 +362,7 @@ class Uploads:
         for number in range(1, math.ceil(upload.size / upload.chunk_size) + 1):
             offset = (number - 1) * upload.chunk_size
             url = self.catalog.storage_io(
-                self.storage.presign_part,
+                self._direct_storage().presign_part,
                 upload.storage_key,
                 upload.storage_upload_id,
                 number,
@@ -592,11 +593,21 @@ class Uploads:
                     f"part {part.number} has {part.size} bytes, not {want}; send it again"
                 )
 
+    def _direct_storage(self) -> DirectUploads:
+        """The backend's direct-upload side. Direct sessions start only on a backend that has
+        one; a service restarted on another backend cannot go on with them."""
+        if not isinstance(self.storage, DirectUploads):
+            raise StorageUnavailable(
+                f"this upload went straight to storage, and {self.storage.name} storage takes "
+                "no direct uploads"
+            )
+        return self.storage
+
     def _bucket_parts(self, upload: UploadSession) -> list[PartInfo] | None:
         """What the client put straight into the bucket; None once a completion assembled them."""
         try:
             return self.catalog.storage_io(
-                self.storage.list_parts, upload.storage_key, upload.storage_upload_id
+                self._direct_storage().list_parts, upload.storage_key, upload.storage_upload_id
             )
         except ObjectNotFound:
             if upload.status == VERIFYING:

@@ -51,7 +51,7 @@ class MediaUrls:
         self._quoted_key_id = quote(settings.url_signing_key_id, safe="")
         # Whether the backend can presign at all: if not, links skip working out the headers a
         # presigned URL would carry (most of the cost of a link, and a page has ~100 of them).
-        self._presigns = isinstance(storage, PresignedReads)
+        self._presigner = storage if isinstance(storage, PresignedReads) else None
 
     def for_media(self, media: Media, now: datetime | None = None, variant: str = "") -> str:
         """The ``url`` of a record, or of one of its variants."""
@@ -78,8 +78,8 @@ class MediaUrls:
         if media.external_url:
             return Link(media.external_url, None)
         expires_at = (now or utcnow()) + expires_in
-        if self._presigns and media.storage_key and not variant:
-            presigned = self._storage.presigned_get_url(
+        if self._presigner is not None and media.storage_key and not variant:
+            presigned = self._presigner.presigned_get_url(
                 media.storage_key,
                 int(expires_in.total_seconds()),
                 content_type=content_type(media.mime_type),

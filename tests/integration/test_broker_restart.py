@@ -1,6 +1,7 @@
 """The broker restarts between a commit and its event: the event still arrives, once.
 
-Named to run last: it really stops and starts the local RabbitMQ application.
+It really stops and starts the local RabbitMQ application, so it is marked ``broker_restart``
+and scripts/test runs it in a step of its own, after everything else.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from services.media.service import MediaService
 from tests.files import upload_data
 from tests.integration.conftest import Subscriber
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("rabbitmqctl") is None, reason="needs a local RabbitMQ it may restart"
-)
+pytestmark = [
+    pytest.mark.broker_restart,
+    pytest.mark.skipif(
+        shutil.which("rabbitmqctl") is None, reason="needs a local RabbitMQ it may restart"
+    ),
+]
 
 
 def _wait_for_port(port: int, timeout: float = 90) -> None:
