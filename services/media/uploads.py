@@ -400,7 +400,9 @@ class Uploads:
             numbers = set(
                 session.scalars(select(UploadPart.number).where(UploadPart.session_id == upload.id))
             )
-        return _contiguous(numbers) * upload.chunk_size + upload.tail_size
+        # The last part is short unless the size is a multiple of the part size; once it is
+        # stored there is no tail.
+        return min(_contiguous(numbers) * upload.chunk_size, upload.size) + upload.tail_size
 
     def append(
         self,
