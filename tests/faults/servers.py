@@ -302,6 +302,10 @@ class TcpGate:
                     end.shutdown(socket.SHUT_RDWR)
 
 
+class ServiceExited(RuntimeError):
+    """The service process is gone, and nobody killed it."""
+
+
 class ServiceProcess:
     """``nameko run services.media --config config.yml`` as a separate process, configured
     through the environment as in docs/configuration.md, so that SIGKILL is a real one."""
@@ -350,7 +354,7 @@ class ServiceProcess:
         url = f"http://127.0.0.1:{self.web_port}/health"
         while True:
             if not self.running:
-                raise RuntimeError(f"the service exited:\n{tail(self.log_path)}")
+                raise ServiceExited(f"the service exited:\n{tail(self.log_path)}")
             try:
                 with requests.get(url, timeout=2) as response:
                     if response.status_code == 200:
