@@ -84,7 +84,7 @@ def fault_database(private_postgres: PrivatePostgres) -> Iterator[str]:
 def subscriber(private_rabbit: PrivateRabbit) -> Iterator[EventRecorder]:
     """A real nameko service with event handlers, on the private broker, recording every event
     it is handed: ``(event type, eventId, mediaId)``."""
-    recorder = EventRecorder.fresh()
+    recorder = EventRecorder()
     runner = ServiceRunner({"AMQP_URI": private_rabbit.amqp_uri, "serializer": "json"})
     runner.add_service(recorder.service)
     runner.start()

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -55,10 +55,6 @@ class EventRecorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str | None]] = []
         self.service = self._service_class()
-
-    @classmethod
-    def fresh(cls) -> EventRecorder:
-        return cls()
 
     def add(self, event_type: str, payload: dict[str, Any]) -> None:
         media = payload.get("media") or {}
@@ -532,6 +528,4 @@ def _child(rng: Any) -> Any:
 
 
 def _without_grace(settings: MediaSettings) -> MediaSettings:
-    import dataclasses
-
-    return dataclasses.replace(settings, orphan_grace=timedelta(0))
+    return replace(settings, orphan_grace=timedelta(0))
