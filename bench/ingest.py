@@ -54,11 +54,11 @@ from bench._common import (
 )
 from schemas import load
 from schemas.media import UploadFileSchema
-from services.media.access import INTERNAL
 from services.media.catalog import MediaCatalog
-from services.media.database import make_engine
+from services.media.core.database import make_engine
+from services.media.core.identity import INTERNAL
+from services.media.core.settings import MediaSettings
 from services.media.ingest import decode_and_check, sniff_payload
-from services.media.settings import MediaSettings
 from storage import LocalStorage
 
 SIZES = {"1MB": 1024 * 1024, "8MB": 8 * 1024 * 1024}

@@ -40,12 +40,12 @@ from bench._common import (
 )
 from schemas import load
 from schemas.media import MediaQuerySchema
-from services.media.access import INTERNAL
 from services.media.catalog import MediaCatalog
-from services.media.database import make_engine
-from services.media.models import Media
+from services.media.core.database import make_engine
+from services.media.core.identity import INTERNAL
+from services.media.core.models import Media
+from services.media.core.settings import MediaSettings
 from services.media.pagination import SortOrder
-from services.media.settings import MediaSettings
 from storage import LocalStorage
 
 ROWS = 200_000
@@ -93,7 +93,7 @@ CASES = (
 
 
 def uuid7_at(moment: datetime, rng: random.Random) -> str:
-    """A UUIDv7 for a past moment (services.media.ids.uuid7 only makes ids for now)."""
+    """A UUIDv7 for a past moment (services.media.core.ids.uuid7 only makes ids for now)."""
     ms = int((moment - datetime(1970, 1, 1)).total_seconds() * 1000)
     value = ms << 80 | 0x7 << 76 | rng.getrandbits(12) << 64 | 0b10 << 62 | rng.getrandbits(62)
     return str(uuid.UUID(int=value))

@@ -39,10 +39,10 @@ from bench._common import (
 )
 from schemas import load
 from schemas.media import MediaQuerySchema
-from services.media.access import INTERNAL
 from services.media.catalog import MediaCatalog
-from services.media.database import make_engine
-from services.media.settings import MediaSettings
+from services.media.core.database import make_engine
+from services.media.core.identity import INTERNAL
+from services.media.core.settings import MediaSettings
 from storage import LocalStorage
 
 SEED_MEDIA = 200

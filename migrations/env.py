@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from services.media.database import database_url, make_engine
-from services.media.models import Base
+from services.media.core.database import database_url, make_engine
+from services.media.core.models import Base
 
 target_metadata = Base.metadata
 

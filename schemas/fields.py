@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-from services.media.ids import isoformat_z
+from services.media.core.ids import isoformat_z
 
 MAX_NAME_BYTES = 255
 MAX_METADATA_BYTES = 64 * 1024

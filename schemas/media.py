@@ -12,7 +12,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validates_sch
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
 from schemas.fields import DisplayName, Folder, Metadata, Tag, UtcDateTime, strict_bool
-from services.media.ids import isoformat_z
+from services.media.core.ids import isoformat_z
 
 MEDIA_TYPES = ("IMAGE", "VIDEO", "AUDIO", "DOCUMENT", "OTHER")
 STATUSES = ("PROCESSING", "READY", "FAILED", "DELETED")

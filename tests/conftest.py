@@ -26,9 +26,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
 from services.media.catalog import MediaCatalog
-from services.media.database import make_engine
-from services.media.models import Base
-from services.media.settings import MediaSettings
+from services.media.core.database import make_engine
+from services.media.core.models import Base
+from services.media.core.settings import MediaSettings
 from storage import LocalStorage
 
 REPO = Path(__file__).resolve().parent.parent

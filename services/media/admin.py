@@ -34,12 +34,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from services.media import operations
-from services.media.access import ADMIN_ROLE
 from services.media.catalog import FAILED, PROCESSING, MediaCatalog, _after, needs_processing
-from services.media.database import make_engine
-from services.media.ids import isoformat_z
-from services.media.models import Media
-from services.media.settings import ConfigurationError, MediaSettings
+from services.media.core.database import make_engine
+from services.media.core.identity import ADMIN_ROLE
+from services.media.core.ids import isoformat_z
+from services.media.core.models import Media
+from services.media.core.settings import ConfigurationError, MediaSettings
 from storage import Storage, StorageError, build_storage
 
 PROG = "media-admin"

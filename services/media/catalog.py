@@ -24,23 +24,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from schemas.fields import sanitize_display_name
 from schemas.media import dump_media
-from services.media.access import Caller
-from services.media.exceptions import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    QuotaExceeded,
-    ValidationError,
-)
-from services.media.ids import utcnow, uuid7
-from services.media.ingest import (
-    CheckedFile,
-    check_declared_size,
-    check_policy,
-    decode_and_check,
-    sniff_payload,
-)
-from services.media.models import (
+from services.media.core.identity import Caller
+from services.media.core.ids import utcnow, uuid7
+from services.media.core.models import (
     UPLOAD_EXPIRABLE,
     IdempotencyKey,
     Media,
@@ -49,9 +35,23 @@ from services.media.models import (
     StoredVariant,
     UploadSession,
 )
-from services.media.outbox import record_event
+from services.media.core.outbox import record_event
+from services.media.core.settings import MediaSettings
+from services.media.exceptions import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    QuotaExceeded,
+    ValidationError,
+)
+from services.media.ingest import (
+    CheckedFile,
+    check_declared_size,
+    check_policy,
+    decode_and_check,
+    sniff_payload,
+)
 from services.media.pagination import SortOrder
-from services.media.settings import MediaSettings
 from services.media.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
 from storage import GENERATED_KEY_PREFIX, Storage, new_key, validate_key

@@ -16,12 +16,12 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer
 from nameko_sqlalchemy import Database
 
-from services.media import metrics
-from services.media.access import IDENTITY_CONTEXT_KEYS, Caller
 from services.media.catalog import MediaCatalog
-from services.media.database import engine_options, prepare_engine
-from services.media.models import Base
-from services.media.settings import MediaSettings
+from services.media.core import metrics
+from services.media.core.database import engine_options, prepare_engine
+from services.media.core.identity import IDENTITY_CONTEXT_KEYS, Caller
+from services.media.core.models import Base
+from services.media.core.settings import MediaSettings
 from services.media.uploads import StreamInterrupted
 from storage import Storage, build_storage
 

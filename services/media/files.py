@@ -11,7 +11,7 @@ from typing import Any
 from werkzeug.http import http_date, parse_date
 from werkzeug.wrappers import Request, Response
 
-from services.media.models import Media, StoredVariant
+from services.media.core.models import Media, StoredVariant
 from services.media.serving import (
     RangeNotSatisfiable,
     content_disposition,

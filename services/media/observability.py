@@ -3,7 +3,7 @@ request and timer run.
 
 :class:`Observability` is a nameko dependency provider. At container start it configures logging
 from ``LOG_FORMAT`` and ``LOG_LEVEL`` and quiets nameko's own report of expected errors; around
-each worker it times the run, counts it in :mod:`services.media.metrics` and logs one line.
+each worker it times the run, counts it in :mod:`services.media.core.metrics` and logs one line.
 
 A refused request (a contract error, listed in the entrypoint's ``expected_exceptions``) is normal
 traffic: nameko would log it as a WARNING with a full traceback; here it is one INFO line with
@@ -29,8 +29,8 @@ from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
 from pythonjsonlogger.json import JsonFormatter
 
-from services.media import metrics
-from services.media.settings import ConfigurationError
+from services.media.core import metrics
+from services.media.core.settings import ConfigurationError
 
 log = logging.getLogger("services.media.calls")
 

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services.media.ids import utcnow
-from services.media.models import (
+from services.media.core.ids import utcnow
+from services.media.core.models import (
     CANCELLED,
     EXPIRED,
     PENDING,

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import Select, literal, tuple_
 
+from services.media.core.ids import isoformat_z
+from services.media.core.models import Media
 from services.media.exceptions import ValidationError
-from services.media.ids import isoformat_z
-from services.media.models import Media
 
 _SORT_COLUMNS = {
     "createdAt": Media.created_at,

@@ -28,9 +28,12 @@ from typing import IO, Any
 
 from sqlalchemy import or_, select, update
 
-from services.media import imaging, metrics, probing
-from services.media.access import Caller
+from services.media import imaging, probing
 from services.media.catalog import FAILED, PROCESSING, READY, MediaCatalog
+from services.media.core import metrics
+from services.media.core.identity import Caller
+from services.media.core.ids import utcnow, uuid7
+from services.media.core.models import Media, MediaVariant
 from services.media.exceptions import (
     Conflict,
     MediaError,
@@ -38,9 +41,7 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.ids import utcnow, uuid7
 from services.media.imaging import RenderedVariant, VariantRecipe
-from services.media.models import Media, MediaVariant
 from services.media.sniffing import MediaType
 from storage import Storage
 

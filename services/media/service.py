@@ -24,8 +24,11 @@ from schemas.media import (
     UploadFileSchema,
     UrlOptionsSchema,
 )
-from services.media import files, metrics
+from services.media import files
 from services.media.catalog import MediaCatalog, Page
+from services.media.core import metrics
+from services.media.core.ids import isoformat_z
+from services.media.core.outbox import RELAY_MIN_AGE, prune_published, publish_pending
 from services.media.dependencies import (
     BrokerHealth,
     CallerIdentity,
@@ -46,10 +49,8 @@ from services.media.exceptions import (
     StorageUnavailable,
     ValidationError,
 )
-from services.media.ids import isoformat_z
 from services.media.imaging import DECODERS
 from services.media.observability import Observability
-from services.media.outbox import RELAY_MIN_AGE, prune_published, publish_pending
 from services.media.processing import MediaProcessor, Renditions
 from services.media.tus import TusProtocol
 from services.media.uploads import Uploads

@@ -20,7 +20,8 @@ from typing import Any
 from werkzeug.http import http_date
 from werkzeug.wrappers import Request, Response
 
-from services.media.access import INTERNAL
+from services.media.core.identity import INTERNAL
+from services.media.core.models import CANCELLED, EXPIRED, UPLOAD_OPEN, VERIFYING, UploadSession
 from services.media.exceptions import (
     Conflict,
     Forbidden,
@@ -32,7 +33,6 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.models import CANCELLED, EXPIRED, UPLOAD_OPEN, VERIFYING, UploadSession
 from services.media.uploads import (
     FAILED,
     READY,

@@ -27,7 +27,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.media.access import INTERNAL, Caller
 from services.media.catalog import (
     MediaCatalog,
     Pending,
@@ -35,17 +34,9 @@ from services.media.catalog import (
     checksum_of,
     request_hash,
 )
-from services.media.exceptions import (
-    Conflict,
-    MediaError,
-    NotFound,
-    PayloadTooLarge,
-    StorageUnavailable,
-    ValidationError,
-)
-from services.media.ids import isoformat_z, utcnow, uuid7
-from services.media.ingest import check_policy, max_base64_length
-from services.media.models import (
+from services.media.core.identity import INTERNAL, Caller
+from services.media.core.ids import isoformat_z, utcnow, uuid7
+from services.media.core.models import (
     CANCELLED,
     EXPIRED,
     PENDING,
@@ -59,7 +50,16 @@ from services.media.models import (
     UploadPart,
     UploadSession,
 )
-from services.media.outbox import record_event
+from services.media.core.outbox import record_event
+from services.media.exceptions import (
+    Conflict,
+    MediaError,
+    NotFound,
+    PayloadTooLarge,
+    StorageUnavailable,
+    ValidationError,
+)
+from services.media.ingest import check_policy, max_base64_length
 from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
 from storage import DirectUploads, PartInfo, StoredObject, new_key
 from storage.errors import ObjectNotFound

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from services.media.ids import utcnow
-from services.media.models import Media
+from services.media.core.ids import utcnow
+from services.media.core.models import Media
+from services.media.core.settings import MediaSettings
 from services.media.serving import content_disposition, content_type
-from services.media.settings import MediaSettings
 from storage import PresignedReads, Storage
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")

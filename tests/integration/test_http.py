@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 
-from services.media.models import Media
-from services.media.settings import MediaSettings
+from services.media.core.models import Media
+from services.media.core.settings import MediaSettings
 from services.media.urls import MediaUrls
 from tests.files import (
     HTML_PAGE,

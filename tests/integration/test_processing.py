@@ -15,7 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from services.media import imaging
-from services.media.models import Media
+from services.media.core.models import Media
 from services.media.service import MediaService
 from tests import images
 from tests.files import upload_data

@@ -13,8 +13,8 @@ from nameko.testing.utils import get_container
 from sqlalchemy import update
 
 from services.media.client import NotFound, StorageUnavailable
-from services.media.ids import utcnow
-from services.media.models import Media
+from services.media.core.ids import utcnow
+from services.media.core.models import Media
 from services.media.service import MediaService
 from tests.files import noisy_png_bytes, one_page_pdf_bytes, pdf_bytes, upload_data
 

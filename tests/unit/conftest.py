@@ -7,9 +7,9 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services.media.access import Caller
 from services.media.catalog import MediaCatalog
-from services.media.models import IdempotencyKey, Media, OutboxEvent
+from services.media.core.identity import Caller
+from services.media.core.models import IdempotencyKey, Media, OutboxEvent
 from services.media.service import MediaService
 from storage import LocalStorage
 

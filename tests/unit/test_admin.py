@@ -23,9 +23,9 @@ from sqlalchemy.orm import sessionmaker
 
 from services.media.admin import main
 from services.media.catalog import MediaCatalog
-from services.media.database import make_engine
-from services.media.ids import utcnow
-from services.media.models import Media, MediaVariant, OutboxEvent
+from services.media.core.database import make_engine
+from services.media.core.ids import utcnow
+from services.media.core.models import Media, MediaVariant, OutboxEvent
 from services.media.processing import MediaProcessor
 from storage import LocalStorage, new_key
 from tests.conftest import SIGNING_KEY, fresh_database, load_config

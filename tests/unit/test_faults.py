@@ -9,11 +9,11 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from services.media.access import Caller
 from services.media.catalog import MediaCatalog
-from services.media.database import make_engine
+from services.media.core.database import make_engine
+from services.media.core.identity import Caller
+from services.media.core.models import OutboxEvent
 from services.media.exceptions import StorageUnavailable
-from services.media.models import OutboxEvent
 from services.media.service import MediaService
 from tests.files import upload_data
 from tests.unit.conftest import Dispatched

@@ -334,7 +334,7 @@ def test_every_mode_and_format_is_processed_to_ready(service, storage, sessions,
 def _stored_variant(storage, sessions, media_id: str, name: str) -> bytes:
     from sqlalchemy import select
 
-    from services.media.models import MediaVariant
+    from services.media.core.models import MediaVariant
 
     with sessions() as session:
         key = session.scalar(

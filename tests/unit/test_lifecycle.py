@@ -11,10 +11,10 @@ import eventlet
 from nameko.testing.services import worker_factory
 from sqlalchemy import update
 
-from services.media.access import Caller
 from services.media.catalog import MediaCatalog
-from services.media.ids import utcnow
-from services.media.models import Media
+from services.media.core.identity import Caller
+from services.media.core.ids import utcnow
+from services.media.core.models import Media
 from services.media.service import MediaService
 from storage import LocalStorage, new_key
 from tests.files import png_bytes, upload_data

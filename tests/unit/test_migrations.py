@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from services.media.models import Base
+from services.media.core.models import Base
 
 
 def test_models_match_the_migrated_schema(engine):

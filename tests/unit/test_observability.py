@@ -30,11 +30,14 @@ from sqlalchemy.orm import sessionmaker
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response
 
-from services.media import metrics, observability, operations
+from services.media import observability, operations
+from services.media.core import metrics
+from services.media.core.ids import utcnow
+from services.media.core.models import Media
+from services.media.core.outbox import record_event
+from services.media.core.settings import ConfigurationError
 from services.media.dependencies import body_reader, chunk_reader
 from services.media.exceptions import NotFound
-from services.media.ids import utcnow
-from services.media.models import Media
 from services.media.observability import (
     EXPECTED_ERROR_FILTER,
     EXPECTED_ERROR_MESSAGE,
@@ -45,8 +48,6 @@ from services.media.observability import (
     base64_size,
     configure_logging,
 )
-from services.media.outbox import record_event
-from services.media.settings import ConfigurationError
 from storage import new_key
 from tests.conftest import REPO
 from tests.files import png_bytes, upload_data

@@ -11,8 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
 from services.media import operations
-from services.media.ids import utcnow, uuid7
-from services.media.models import Media, OutboxEvent, UploadSession
+from services.media.core.ids import utcnow, uuid7
+from services.media.core.models import Media, OutboxEvent, UploadSession
 from services.media.operations import Backlog
 
 ALL_UPLOAD_STATES = {
@@ -182,7 +182,8 @@ def test_upload_sessions_by_state_lists_every_state_with_zeros(sessions):
 
 
 def test_the_statuses_are_the_ones_the_code_uses():
-    from services.media import catalog, models
+    from services.media import catalog
+    from services.media.core import models
 
     assert operations.PROCESSING == catalog.PROCESSING
 

@@ -16,15 +16,15 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from services.media import imaging, processing
+from services.media.core.ids import utcnow
+from services.media.core.models import Media, MediaVariant
 from services.media.exceptions import (
     Forbidden,
     NotFound,
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.ids import utcnow
 from services.media.imaging import VariantRecipe
-from services.media.models import Media, MediaVariant
 from services.media.probing import ProbeTools
 from services.media.processing import MediaProcessor
 from tests import images

@@ -10,9 +10,9 @@ import pytest
 
 from schemas import load
 from schemas.media import MediaSchema, UploadFileSchema, dump_media
-from services.media.access import Caller
+from services.media.core.identity import Caller
+from services.media.core.models import Media
 from services.media.exceptions import Forbidden, ValidationError
-from services.media.models import Media
 from tests.files import one_page_pdf_bytes, pdf_bytes, png_bytes, upload_data
 from tests.unit.conftest import act_as
 

@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import OperationalError
 
+from services.media.core.ids import utcnow
+from services.media.core.models import IdempotencyKey, Media
 from services.media.exceptions import (
     Conflict,
     Forbidden,
@@ -17,8 +19,6 @@ from services.media.exceptions import (
     StorageUnavailable,
     ValidationError,
 )
-from services.media.ids import utcnow
-from services.media.models import IdempotencyKey, Media
 from tests.files import pdf_bytes, png_bytes, upload_data
 from tests.unit.conftest import act_as, without_signed_url
 

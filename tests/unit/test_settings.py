@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.media.access import Caller
-from services.media.settings import ConfigurationError, MediaSettings
+from services.media.core.identity import Caller
+from services.media.core.settings import ConfigurationError, MediaSettings
 from services.media.sniffing import MediaType
 from tests.conftest import load_config
 

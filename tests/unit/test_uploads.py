@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import update
 
 import services.media.uploads as uploads_module
-from services.media.access import INTERNAL
+from services.media.core.identity import INTERNAL
+from services.media.core.ids import utcnow
+from services.media.core.models import UploadSession
 from services.media.exceptions import (
     Conflict,
     NotFound,
@@ -20,8 +22,6 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.ids import utcnow
-from services.media.models import UploadSession
 from services.media.uploads import ChecksumMismatch, OffsetMismatch, StreamInterrupted
 from storage.errors import StorageUnavailable
 from storage.local import UPLOAD_PREFIX

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from services.media.ids import utcnow
-from services.media.models import Media
-from services.media.settings import SigningKey
+from services.media.core.ids import utcnow
+from services.media.core.models import Media
+from services.media.core.settings import SigningKey
 from services.media.urls import LinkRejected, MediaUrls, TokenRejected, sign
 
 NOW = datetime(2026, 11, 21, 10, 0, 0)

@@ -16,8 +16,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.media.ids import isoformat_z, utcnow, uuid7
-from services.media.models import OutboxEvent
+from services.media.core.ids import isoformat_z, utcnow, uuid7
+from services.media.core.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
