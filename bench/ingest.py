@@ -58,7 +58,7 @@ from services.media.catalog import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.identity import INTERNAL
 from services.media.core.settings import MediaSettings
-from services.media.ingest import decode_and_check, sniff_payload
+from services.media.ingest.policy import decode_and_check, sniff_payload
 from storage import LocalStorage
 
 SIZES = {"1MB": 1024 * 1024, "8MB": 8 * 1024 * 1024}

@@ -44,15 +44,15 @@ from services.media.exceptions import (
     QuotaExceeded,
     ValidationError,
 )
-from services.media.ingest import (
+from services.media.ingest.policy import (
     CheckedFile,
     check_declared_size,
     check_policy,
     decode_and_check,
     sniff_payload,
 )
+from services.media.ingest.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
 from services.media.pagination import SortOrder
-from services.media.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
 from services.media.urls import Link, MediaUrls
 from storage import GENERATED_KEY_PREFIX, Storage, new_key, validate_key
 from storage.errors import InvalidKey, ObjectNotFound

@@ -45,7 +45,7 @@ from typing import Any
 from PIL import Image
 
 from services.media.exceptions import MediaError, UnsupportedMediaType
-from services.media.sniffing import MediaType, media_type_of
+from services.media.ingest.sniffing import MediaType, media_type_of
 
 __all__ = [
     "AV_DEMUXERS",

@@ -42,7 +42,7 @@ from services.media.exceptions import (
     ValidationError,
 )
 from services.media.imaging import RenderedVariant, VariantRecipe
-from services.media.sniffing import MediaType
+from services.media.ingest.sniffing import MediaType
 from storage import Storage
 
 log = logging.getLogger(__name__)

@@ -59,8 +59,8 @@ from services.media.exceptions import (
     StorageUnavailable,
     ValidationError,
 )
-from services.media.ingest import check_policy, max_base64_length
-from services.media.sniffing import SNIFF_BYTES, media_type_of, sniff
+from services.media.ingest.policy import check_policy, max_base64_length
+from services.media.ingest.sniffing import SNIFF_BYTES, media_type_of, sniff
 from storage import DirectUploads, PartInfo, StoredObject, new_key
 from storage.errors import ObjectNotFound
 

@@ -85,8 +85,8 @@ def test_ingest_goes_through_the_same_gate() -> None:
     """Upload-time checks and processing refuse the same files, with the same words."""
     import base64
 
-    from services.media import ingest
-    from services.media.sniffing import sniff
+    from services.media.ingest import policy as ingest
+    from services.media.ingest.sniffing import sniff
 
     bomb = images.png_header(8000, 8000)  # over our limit, under Pillow's own
     sniffed = sniff(bomb)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from services.media.sniffing import (
+from services.media.ingest.sniffing import (
     SNIFF_BYTES,
     MediaType,
     Sniffed,

@@ -16,7 +16,7 @@ from services.media.imaging import (
     VariantRecipe,
     recipes_from_config,
 )
-from services.media.sniffing import MediaType
+from services.media.ingest.sniffing import MediaType
 
 DEV_KEY_FILE = Path("var/dev-url-signing-key")
 
