@@ -1,4 +1,4 @@
-"""Variants of a 12 MP photo: ``services.media.imaging`` against a full decode, and pyvips.
+"""Variants of a 12 MP photo: ``processing.imaging`` against a full decode, and pyvips.
 
 Data: bench/data/photo-12mp.jpg, 4000x3000 stored, EXIF orientation 6 (a phone held upright, so
 it displays 3000x4000) and a GPS position; ``python -m bench.thumbnail --make-data`` makes it
@@ -77,25 +77,25 @@ def full_decode(path: Path) -> object:
 
 
 def thumbnail(path: Path) -> object:
-    from services.media.imaging import DEFAULT_RECIPES, render_variant
+    from services.media.processing.imaging import DEFAULT_RECIPES, render_variant
 
     return render_variant(path, DEFAULT_RECIPES[0], io.BytesIO())
 
 
 def facts(path: Path) -> object:
-    from services.media.imaging import image_facts
+    from services.media.processing.imaging import image_facts
 
     return image_facts(path)
 
 
 def presets(path: Path) -> object:
-    from services.media.imaging import DEFAULT_RECIPES, render_variants
+    from services.media.processing.imaging import DEFAULT_RECIPES, render_variants
 
     return render_variants(path, DEFAULT_RECIPES, {r.name: io.BytesIO() for r in DEFAULT_RECIPES})
 
 
 def presets_one_by_one(path: Path) -> object:
-    from services.media.imaging import DEFAULT_RECIPES, render_variant
+    from services.media.processing.imaging import DEFAULT_RECIPES, render_variant
 
     return [render_variant(path, recipe, io.BytesIO()) for recipe in DEFAULT_RECIPES]
 
@@ -148,7 +148,7 @@ def measure_peak(case: str) -> None:
     """Run in a fresh process: print the peak RSS growth of one call of ``case``, in KiB."""
     from PIL import Image
 
-    import services.media.imaging  # noqa: F401 - imported before the baseline
+    import services.media.processing.imaging  # noqa: F401 - imported before the baseline
 
     with tempfile.TemporaryDirectory(prefix="bench-thumbnail-") as scratch:
         small = Path(scratch) / "warm-up.jpg"
@@ -246,7 +246,7 @@ def main() -> None:
     exit_on_sigterm()
     from PIL import Image
 
-    from services.media.imaging import DEFAULT_RECIPES, image_facts, render_variants
+    from services.media.processing.imaging import DEFAULT_RECIPES, image_facts, render_variants
 
     vips = have_pyvips()
     with Image.open(PHOTO) as photo:

@@ -37,6 +37,7 @@ from services.media.core.models import (
 )
 from services.media.core.outbox import record_event
 from services.media.core.settings import MediaSettings
+from services.media.delivery.urls import Link, MediaUrls
 from services.media.exceptions import (
     Conflict,
     Forbidden,
@@ -53,7 +54,6 @@ from services.media.ingest.policy import (
 )
 from services.media.ingest.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
 from services.media.pagination import SortOrder
-from services.media.urls import Link, MediaUrls
 from storage import GENERATED_KEY_PREFIX, Storage, new_key, validate_key
 from storage.errors import InvalidKey, ObjectNotFound
 

@@ -24,11 +24,12 @@ from schemas.media import (
     UploadFileSchema,
     UrlOptionsSchema,
 )
-from services.media import files
 from services.media.catalog import MediaCatalog, Page
 from services.media.core import metrics
 from services.media.core.ids import isoformat_z
 from services.media.core.outbox import RELAY_MIN_AGE, prune_published, publish_pending
+from services.media.delivery import files
+from services.media.delivery.urls import LinkRejected
 from services.media.dependencies import (
     BrokerHealth,
     CallerIdentity,
@@ -49,12 +50,11 @@ from services.media.exceptions import (
     StorageUnavailable,
     ValidationError,
 )
-from services.media.imaging import DECODERS
 from services.media.observability import Observability
-from services.media.processing import MediaProcessor, Renditions
+from services.media.processing.imaging import DECODERS
+from services.media.processing.jobs import MediaProcessor, Renditions
 from services.media.tus import TusProtocol
 from services.media.uploads import Uploads
-from services.media.urls import LinkRejected
 from storage.errors import ObjectNotFound
 from storage.errors import StorageUnavailable as BackendUnavailable
 

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.media.core.identity import INTERNAL
 from services.media.core.models import CANCELLED, EXPIRED, UPLOAD_OPEN, VERIFYING, UploadSession
+from services.media.delivery.urls import MediaUrls, TokenRejected
 from services.media.exceptions import (
     Conflict,
     Forbidden,
@@ -42,7 +43,6 @@ from services.media.uploads import (
     StreamInterrupted,
     Uploads,
 )
-from services.media.urls import MediaUrls, TokenRejected
 
 log = logging.getLogger(__name__)
 

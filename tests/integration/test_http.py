@@ -12,7 +12,7 @@ import requests
 
 from services.media.core.models import Media
 from services.media.core.settings import MediaSettings
-from services.media.urls import MediaUrls
+from services.media.delivery.urls import MediaUrls
 from tests.files import (
     HTML_PAGE,
     noisy_png_bytes,

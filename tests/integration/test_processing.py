@@ -14,8 +14,8 @@ from nameko.events import event_handler
 from PIL import Image
 from sqlalchemy import select
 
-from services.media import imaging
 from services.media.core.models import Media
+from services.media.processing import imaging
 from services.media.service import MediaService
 from tests import images
 from tests.files import upload_data

@@ -26,7 +26,7 @@ from services.media.catalog import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.ids import utcnow
 from services.media.core.models import Media, MediaVariant, OutboxEvent
-from services.media.processing import MediaProcessor
+from services.media.processing.jobs import MediaProcessor
 from storage import LocalStorage, new_key
 from tests.conftest import SIGNING_KEY, fresh_database, load_config
 from tests.files import png_bytes, upload_data

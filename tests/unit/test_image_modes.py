@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from services.media import imaging
+from services.media.processing import imaging
 from tests import images
 from tests.files import upload_data
 

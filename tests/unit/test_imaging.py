@@ -20,9 +20,9 @@ from PIL import (
     JpegImagePlugin,
 )
 
-from services.media import imaging
 from services.media.exceptions import UnsupportedMediaType, ValidationError
-from services.media.imaging import (
+from services.media.processing import imaging
+from services.media.processing.imaging import (
     DEFAULT_RECIPES,
     CropBox,
     Fit,

@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from services.media.exceptions import MediaError, UnsupportedMediaType
-from services.media.probing import (
+from services.media.processing.av import (
     TOOL_NAMES,
     AvFacts,
     PdfFacts,

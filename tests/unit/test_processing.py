@@ -15,7 +15,6 @@ from PIL import Image, ImageFile
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from services.media import imaging, processing
 from services.media.core.ids import utcnow
 from services.media.core.models import Media, MediaVariant
 from services.media.exceptions import (
@@ -24,9 +23,11 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.imaging import VariantRecipe
-from services.media.probing import ProbeTools
-from services.media.processing import MediaProcessor
+from services.media.processing import imaging
+from services.media.processing import jobs as processing
+from services.media.processing.av import ProbeTools
+from services.media.processing.imaging import VariantRecipe
+from services.media.processing.jobs import MediaProcessor
 from tests import images
 from tests.conftest import require_tools
 from tests.files import one_page_pdf_bytes, upload_data, write_mp4_like
@@ -259,7 +260,7 @@ def test_a_defect_of_our_own_code_fails_at_once_loudly(service, sessions, monkey
         raise ValueError("image has wrong mode")
 
     monkeypatch.setattr(imaging, "_encode", broken_encode)
-    with caplog.at_level(logging.ERROR, logger="services.media.processing"):
+    with caplog.at_level(logging.ERROR, logger="services.media.processing.jobs"):
         service.process_media()
     failed = service.findOne(media["id"])
     assert failed["status"] == "FAILED"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.media.serving import (
+from services.media.delivery.serving import (
     ByteRange,
     RangeNotSatisfiable,
     content_disposition,

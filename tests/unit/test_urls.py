@@ -13,7 +13,7 @@ import pytest
 from services.media.core.ids import utcnow
 from services.media.core.models import Media
 from services.media.core.settings import SigningKey
-from services.media.urls import LinkRejected, MediaUrls, TokenRejected, sign
+from services.media.delivery.urls import LinkRejected, MediaUrls, TokenRejected, sign
 
 NOW = datetime(2026, 11, 21, 10, 0, 0)
 

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.media.imaging import (
+from services.media.ingest.sniffing import MediaType
+from services.media.processing.imaging import (
     DEFAULT_LIMITS,
     DEFAULT_RECIPES,
     ImagingLimits,
     VariantRecipe,
     recipes_from_config,
 )
-from services.media.ingest.sniffing import MediaType
 
 DEV_KEY_FILE = Path("var/dev-url-signing-key")
 

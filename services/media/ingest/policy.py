@@ -12,13 +12,18 @@ from dataclasses import dataclass
 
 from services.media.core.settings import MediaSettings
 from services.media.exceptions import PayloadTooLarge, UnsupportedMediaType, ValidationError
-from services.media.imaging import DECODED_MIME_TYPES, DEFAULT_LIMITS, ImagingLimits, header_size
 from services.media.ingest.sniffing import (
     SNIFF_BYTES,
     MediaType,
     Sniffed,
     declared_type_conflicts,
     sniff,
+)
+from services.media.processing.imaging import (
+    DECODED_MIME_TYPES,
+    DEFAULT_LIMITS,
+    ImagingLimits,
+    header_size,
 )
 
 

@@ -12,7 +12,7 @@ from werkzeug.http import http_date, parse_date
 from werkzeug.wrappers import Request, Response
 
 from services.media.core.models import Media, StoredVariant
-from services.media.serving import (
+from services.media.delivery.serving import (
     RangeNotSatisfiable,
     content_disposition,
     content_type,

@@ -28,7 +28,6 @@ from typing import IO, Any
 
 from sqlalchemy import or_, select, update
 
-from services.media import imaging, probing
 from services.media.catalog import FAILED, PROCESSING, READY, MediaCatalog
 from services.media.core import metrics
 from services.media.core.identity import Caller
@@ -41,8 +40,10 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.imaging import RenderedVariant, VariantRecipe
 from services.media.ingest.sniffing import MediaType
+from services.media.processing import av as probing
+from services.media.processing import imaging
+from services.media.processing.imaging import RenderedVariant, VariantRecipe
 from storage import Storage
 
 log = logging.getLogger(__name__)

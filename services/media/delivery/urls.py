@@ -18,7 +18,7 @@ from urllib.parse import quote
 from services.media.core.ids import utcnow
 from services.media.core.models import Media
 from services.media.core.settings import MediaSettings
-from services.media.serving import content_disposition, content_type
+from services.media.delivery.serving import content_disposition, content_type
 from storage import PresignedReads, Storage
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
