@@ -54,7 +54,7 @@ from bench._common import (
 )
 from schemas import load
 from schemas.media import UploadFileSchema
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.identity import INTERNAL
 from services.media.core.settings import MediaSettings

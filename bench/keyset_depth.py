@@ -40,12 +40,12 @@ from bench._common import (
 )
 from schemas import load
 from schemas.media import MediaQuerySchema
-from services.media.catalog import MediaCatalog
+from services.media.catalog.pagination import SortOrder
+from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.identity import INTERNAL
 from services.media.core.models import Media
 from services.media.core.settings import MediaSettings
-from services.media.pagination import SortOrder
 from storage import LocalStorage
 
 ROWS = 200_000

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.models import Base
 from services.media.core.settings import MediaSettings

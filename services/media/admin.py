@@ -34,7 +34,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from services.media import operations
-from services.media.catalog import FAILED, PROCESSING, MediaCatalog, _after, needs_processing
+from services.media.catalog.records import (
+    FAILED,
+    PROCESSING,
+    MediaCatalog,
+    _after,
+    needs_processing,
+)
 from services.media.core.database import make_engine
 from services.media.core.identity import ADMIN_ROLE
 from services.media.core.ids import isoformat_z

@@ -16,7 +16,7 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer
 from nameko_sqlalchemy import Database
 
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core import metrics
 from services.media.core.database import engine_options, prepare_engine
 from services.media.core.identity import IDENTITY_CONTEXT_KEYS, Caller

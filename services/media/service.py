@@ -24,7 +24,7 @@ from schemas.media import (
     UploadFileSchema,
     UrlOptionsSchema,
 )
-from services.media.catalog import MediaCatalog, Page
+from services.media.catalog.records import MediaCatalog, Page
 from services.media.core import metrics
 from services.media.core.ids import isoformat_z
 from services.media.core.outbox import RELAY_MIN_AGE, prune_published, publish_pending

@@ -27,7 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.media.catalog import (
+from services.media.catalog.records import (
     MediaCatalog,
     Pending,
     RequestKey,

@@ -19,7 +19,7 @@ from nameko.exceptions import RemoteError
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.media import operations
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.client import NotFound, ValidationError
 from services.media.core.outbox import record_event
 from tests.conftest import REPO, SIGNING_KEY

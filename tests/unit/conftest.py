@@ -7,7 +7,7 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core.identity import Caller
 from services.media.core.models import IdempotencyKey, Media, OutboxEvent
 from services.media.service import MediaService

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from services.media.admin import main
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.ids import utcnow
 from services.media.core.models import Media, MediaVariant, OutboxEvent

@@ -9,7 +9,7 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.identity import Caller
 from services.media.core.models import OutboxEvent

@@ -11,7 +11,7 @@ import eventlet
 from nameko.testing.services import worker_factory
 from sqlalchemy import update
 
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow
 from services.media.core.models import Media

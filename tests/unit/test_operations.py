@@ -182,7 +182,7 @@ def test_upload_sessions_by_state_lists_every_state_with_zeros(sessions):
 
 
 def test_the_statuses_are_the_ones_the_code_uses():
-    from services.media import catalog
+    from services.media.catalog import records as catalog
     from services.media.core import models
 
     assert operations.PROCESSING == catalog.PROCESSING

@@ -289,7 +289,7 @@ def test_a_change_made_between_our_read_and_our_write_is_a_conflict_not_a_lost_u
     cannot interleave them at all: the update holds the row (FOR UPDATE), so the other writer
     waits; SQLite ignores FOR UPDATE, and the check on updated_at catches it instead.
     """
-    import services.media.catalog as catalog_module
+    import services.media.catalog.records as catalog_module
 
     media = service.upload_file(upload_data())
     real_apply = catalog_module._apply

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from sqlalchemy import or_, select, update
 
-from services.media.catalog import FAILED, PROCESSING, READY, MediaCatalog
+from services.media.catalog.records import FAILED, PROCESSING, READY, MediaCatalog
 from services.media.core import metrics
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow, uuid7

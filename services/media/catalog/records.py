@@ -24,6 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from schemas.fields import sanitize_display_name
 from schemas.media import dump_media
+from services.media.catalog.pagination import SortOrder
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow, uuid7
 from services.media.core.models import (
@@ -53,7 +54,6 @@ from services.media.ingest.policy import (
     sniff_payload,
 )
 from services.media.ingest.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
-from services.media.pagination import SortOrder
 from storage import GENERATED_KEY_PREFIX, Storage, new_key, validate_key
 from storage.errors import InvalidKey, ObjectNotFound
 
