@@ -22,7 +22,7 @@ from services.media.core.database import engine_options, prepare_engine
 from services.media.core.identity import IDENTITY_CONTEXT_KEYS, Caller
 from services.media.core.models import Base
 from services.media.core.settings import MediaSettings
-from services.media.uploads import StreamInterrupted
+from services.media.uploads.sessions import StreamInterrupted
 from storage import Storage, build_storage
 
 DELIVERY_CONTEXT_KEY = "media_delivery_id"

@@ -53,8 +53,8 @@ from services.media.exceptions import (
 from services.media.observability import Observability
 from services.media.processing.imaging import DECODERS
 from services.media.processing.jobs import MediaProcessor, Renditions
-from services.media.tus import TusProtocol
-from services.media.uploads import Uploads
+from services.media.uploads.sessions import Uploads
+from services.media.uploads.tus import TusProtocol
 from storage.errors import ObjectNotFound
 from storage.errors import StorageUnavailable as BackendUnavailable
 

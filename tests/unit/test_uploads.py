@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-import services.media.uploads as uploads_module
+import services.media.uploads.sessions as uploads_module
 from services.media.core.identity import INTERNAL
 from services.media.core.ids import utcnow
 from services.media.core.models import UploadSession
@@ -22,7 +22,7 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.uploads import ChecksumMismatch, OffsetMismatch, StreamInterrupted
+from services.media.uploads.sessions import ChecksumMismatch, OffsetMismatch, StreamInterrupted
 from storage.errors import StorageUnavailable
 from storage.local import UPLOAD_PREFIX
 from tests.files import HTML_PAGE, noisy_png_bytes

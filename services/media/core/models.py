@@ -216,7 +216,7 @@ class OutboxEvent(Base):
 
 
 # Upload session states: PENDING -> UPLOADING -> VERIFYING -> READY | FAILED, or CANCELLED /
-# EXPIRED on the way (services.media.uploads).
+# EXPIRED on the way (services.media.uploads.sessions).
 PENDING, UPLOADING, VERIFYING = "PENDING", "UPLOADING", "VERIFYING"
 UPLOAD_READY, UPLOAD_FAILED = "READY", "FAILED"
 CANCELLED, EXPIRED = "CANCELLED", "EXPIRED"

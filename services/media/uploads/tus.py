@@ -34,7 +34,7 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.uploads import (
+from services.media.uploads.sessions import (
     FAILED,
     READY,
     SUPPORTED_CHECKSUMS,
