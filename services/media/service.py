@@ -51,6 +51,7 @@ from services.media.exceptions import (
     ValidationError,
 )
 from services.media.observability import Observability
+from services.media.operations.exposition import exposition
 from services.media.processing.imaging import DECODERS
 from services.media.processing.jobs import MediaProcessor, Renditions
 from services.media.uploads.sessions import Uploads
@@ -355,7 +356,7 @@ class MediaService:
     @http("GET", "/metrics")
     def scrape_metrics(self, request: Request) -> Response:
         """Prometheus metrics; the database gauges are read now (a failure leaves them out)."""
-        response = Response(metrics.exposition(self.catalog.sessions))
+        response = Response(exposition(self.catalog.sessions))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -18,10 +18,10 @@ import requests
 from nameko.exceptions import RemoteError
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.media import operations
 from services.media.catalog.records import MediaCatalog
 from services.media.client import NotFound, ValidationError
 from services.media.core.outbox import record_event
+from services.media.operations import views as operations
 from tests.conftest import REPO, SIGNING_KEY
 from tests.files import b64, noisy_png_bytes, upload_data
 from tests.integration.conftest import free_port

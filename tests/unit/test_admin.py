@@ -21,11 +21,11 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
 
-from services.media.admin import main
 from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.ids import utcnow
 from services.media.core.models import Media, MediaVariant, OutboxEvent
+from services.media.operations.admin import main
 from services.media.processing.jobs import MediaProcessor
 from storage import LocalStorage, new_key
 from tests.conftest import SIGNING_KEY, fresh_database, load_config

@@ -30,7 +30,7 @@ from sqlalchemy.orm import sessionmaker
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response
 
-from services.media import observability, operations
+from services.media import observability
 from services.media.core import metrics
 from services.media.core.ids import utcnow
 from services.media.core.models import Media
@@ -48,6 +48,8 @@ from services.media.observability import (
     base64_size,
     configure_logging,
 )
+from services.media.operations import views as operations
+from services.media.operations.exposition import exposition
 from storage import new_key
 from tests.conftest import REPO
 from tests.files import png_bytes, upload_data
@@ -425,7 +427,7 @@ def test_the_gauges_are_the_operations_views(service, sessions):
     service.initiateUpload({"originalName": "b.png", "userId": "u-1", "size": 10})
     with sessions.begin() as session:
         record_event(session, "media_updated", media={"id": "x"})
-    families = _families(metrics.exposition(sessions))
+    families = _families(exposition(sessions))
     processing = operations.processing_backlog(sessions)
     outbox = operations.outbox_backlog(sessions)
     states = operations.upload_sessions_by_state(sessions)
@@ -444,7 +446,7 @@ def test_the_gauges_are_the_operations_views(service, sessions):
 
 
 def test_empty_queues_have_age_zero(sessions):
-    families = _families(metrics.exposition(sessions))
+    families = _families(exposition(sessions))
     for name in (
         "media_processing_oldest_job_age_seconds",
         "media_outbox_oldest_pending_age_seconds",
@@ -455,7 +457,7 @@ def test_empty_queues_have_age_zero(sessions):
 def test_a_database_down_during_a_scrape_leaves_out_only_its_gauges(tmp_path, caplog):
     broken = sessionmaker(bind=create_engine(f"sqlite:///{tmp_path}/no/such/folder/media.db"))
     errors = _scrape_errors()
-    families = _families(metrics.exposition(broken))
+    families = _families(exposition(broken))
     assert "media_processing_queue_jobs" not in families
     assert "media_upload_sessions" not in families
     assert "media_rpc_calls" in families and "media_processing_failures" in families
@@ -474,7 +476,7 @@ def _served(sessions: sessionmaker) -> dict[str, str]:
     """Metric names as documented (counters with ``_total``) -> their type."""
     return {
         family.name + ("_total" if family.type == "counter" else ""): family.type
-        for family in text_string_to_metric_families(metrics.exposition(sessions).decode())
+        for family in text_string_to_metric_families(exposition(sessions).decode())
         if family.name.startswith("media_") and not family.name.endswith("_created")
     }
 

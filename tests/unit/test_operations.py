@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-from services.media import operations
 from services.media.core.ids import utcnow, uuid7
 from services.media.core.models import Media, OutboxEvent, UploadSession
-from services.media.operations import Backlog
+from services.media.operations import views as operations
+from services.media.operations.views import Backlog
 
 ALL_UPLOAD_STATES = {
     "PENDING",

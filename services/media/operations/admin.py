@@ -33,7 +33,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from services.media import operations
 from services.media.catalog.records import (
     FAILED,
     PROCESSING,
@@ -46,6 +45,7 @@ from services.media.core.identity import ADMIN_ROLE
 from services.media.core.ids import isoformat_z
 from services.media.core.models import Media
 from services.media.core.settings import ConfigurationError, MediaSettings
+from services.media.operations import views as operations
 from storage import Storage, StorageError, build_storage
 
 PROG = "media-admin"
