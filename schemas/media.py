@@ -13,9 +13,10 @@ from marshmallow.validate import Length, OneOf, Range, Regexp
 
 from schemas.fields import DisplayName, Folder, Metadata, Tag, UtcDateTime, strict_bool
 from services.media.core.ids import isoformat_z
+from services.media.core.vocabulary import MediaStatus, MediaType
 
-MEDIA_TYPES = ("IMAGE", "VIDEO", "AUDIO", "DOCUMENT", "OTHER")
-STATUSES = ("PROCESSING", "READY", "FAILED", "DELETED")
+MEDIA_TYPES = tuple(MediaType)
+STATUSES = tuple(MediaStatus)
 SORTS = ("createdAt", "-createdAt", "size", "-size", "originalName", "-originalName")
 MAX_TAGS = 50
 

@@ -6,7 +6,7 @@ import pytest
 
 from services.media.core.identity import Caller
 from services.media.core.settings import ConfigurationError, MediaSettings
-from services.media.ingest.sniffing import MediaType
+from services.media.core.vocabulary import MediaType
 from tests.conftest import load_config
 
 

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
+from services.media.core.vocabulary import MediaType
 from services.media.ingest.sniffing import (
     SNIFF_BYTES,
-    MediaType,
     Sniffed,
     declared_type_conflicts,
     media_type_of,

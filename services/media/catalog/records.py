@@ -28,7 +28,6 @@ from services.media.catalog.pagination import SortOrder
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow, uuid7
 from services.media.core.models import (
-    UPLOAD_EXPIRABLE,
     IdempotencyKey,
     Media,
     MediaTag,
@@ -38,6 +37,13 @@ from services.media.core.models import (
 )
 from services.media.core.outbox import record_event
 from services.media.core.settings import MediaSettings
+from services.media.core.vocabulary import (
+    SERVABLE,
+    UPLOAD_EXPIRABLE,
+    MediaEvent,
+    MediaStatus,
+    MediaType,
+)
 from services.media.delivery.urls import Link, MediaUrls
 from services.media.exceptions import (
     Conflict,
@@ -53,7 +59,7 @@ from services.media.ingest.policy import (
     decode_and_check,
     sniff_payload,
 )
-from services.media.ingest.sniffing import SNIFF_BYTES, MediaType, media_type_of, sniff
+from services.media.ingest.sniffing import SNIFF_BYTES, media_type_of, sniff
 from storage import GENERATED_KEY_PREFIX, Storage, new_key, validate_key
 from storage.errors import InvalidKey, ObjectNotFound
 
@@ -78,14 +84,9 @@ UPDATABLE = {
 }
 
 DELIVERY_KEY_TTL = timedelta(days=1)
-DELETED = "DELETED"
-FAILED = "FAILED"
 # A batch this big that is entirely missing means the store is misconfigured, not emptied.
 SUSPICIOUS_BATCH = 20
 STALE_UPLOAD_AGE = timedelta(days=1)
-READY = "READY"
-PROCESSING = "PROCESSING"
-SERVABLE = (READY, PROCESSING)
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class MediaCatalog:
     def record_media_event(
         self,
         session: Session,
-        event_type: str,
+        event_type: MediaEvent,
         media: Media,
         changes: list[str] | None = None,
         **extra: Any,
@@ -322,7 +323,7 @@ class MediaCatalog:
         )
         media = Media(
             id=uuid7(),
-            status=PROCESSING if processing else READY,
+            status=MediaStatus.PROCESSING if processing else MediaStatus.READY,
             original_name=name,
             user_id=data["user_id"],
             entity_type=data.get("entity_type"),
@@ -357,7 +358,7 @@ class MediaCatalog:
                 session.add(media)
                 if request is not None:
                     session.add(request.row(media))
-                self.record_media_event(session, "media_created", media)
+                self.record_media_event(session, MediaEvent.CREATED, media)
                 if also is not None:
                     also(session)
         except IntegrityError:
@@ -437,7 +438,7 @@ class MediaCatalog:
         with self.sessions() as session:
             media = session.scalar(
                 select(func.coalesce(func.sum(Media.size), 0)).where(
-                    Media.user_id == user_id, Media.status != DELETED
+                    Media.user_id == user_id, Media.status != MediaStatus.DELETED
                 )
             )
             uploads = session.scalar(
@@ -603,7 +604,7 @@ class MediaCatalog:
                 media.updated_at = _after(media.updated_at)
                 if delivery_id is not None:
                     media.updated_by_delivery = _delivery_mark(delivery_id, media.updated_at)
-                self.record_media_event(session, "media_updated", media, changed)
+                self.record_media_event(session, MediaEvent.UPDATED, media, changed)
         return media
 
     def remove(self, caller: Caller, media_id: str) -> Media:
@@ -623,7 +624,7 @@ class MediaCatalog:
             media.deleted_at = None
             media.status = _status_after_restore(media)
             media.updated_at = _after(media.updated_at)
-            self.record_media_event(session, "media_restored", media)
+            self.record_media_event(session, MediaEvent.RESTORED, media)
         return media
 
     def remove_by_entity(self, caller: Caller, entity_type: str, entity_id: str) -> int:
@@ -650,9 +651,9 @@ class MediaCatalog:
     def _soft_delete(self, session: Session, media: Media) -> None:
         now = utcnow()
         media.deleted_at = now
-        media.status = DELETED
+        media.status = MediaStatus.DELETED
         media.updated_at = _after(media.updated_at, now)
-        self.record_media_event(session, "media_removed", media)
+        self.record_media_event(session, MediaEvent.REMOVED, media)
 
     # -- storage hygiene --------------------------------------------------------------------
 
@@ -738,7 +739,7 @@ class MediaCatalog:
                 rows = session.execute(
                     select(Media.id, Media.storage_key)
                     .where(
-                        Media.status == READY,
+                        Media.status == MediaStatus.READY,
                         Media.storage_key.is_not(None),
                         Media.storage_key > after,
                         Media.created_at < cutoff,
@@ -775,14 +776,14 @@ class MediaCatalog:
             with self.changing() as session:
                 media = session.scalar(
                     select(Media)
-                    .where(Media.id == media_id, Media.status == READY)
+                    .where(Media.id == media_id, Media.status == MediaStatus.READY)
                     .with_for_update()
                 )
                 if media is None:  # changed meanwhile (deleted, or another instance marked it)
                     return 0
-                media.status = FAILED
+                media.status = MediaStatus.FAILED
                 media.updated_at = _after(media.updated_at)
-                self.record_media_event(session, "media_updated", media, ["status"])
+                self.record_media_event(session, MediaEvent.UPDATED, media, ["status"])
         except Conflict:  # changed between our read and our write: the next run looks again
             return 0
         log.error("media %s is FAILED: its stored object %s is missing", media_id, key)
@@ -857,7 +858,7 @@ class MediaCatalog:
                 )
                 if media is None:  # purged by another instance, or restored meanwhile
                     return 0
-                self.record_media_event(session, "media_purged", media)
+                self.record_media_event(session, MediaEvent.PURGED, media)
                 session.delete(media)
         except Conflict:  # another instance got there between our read and our delete
             return 0
@@ -875,10 +876,10 @@ def _status_after_restore(media: Media) -> str:
     """What the media was before it was removed: FAILED if processing refused it, PROCESSING
     if processing never finished (the job resumes), else READY."""
     if media.processing_error:
-        return FAILED
+        return MediaStatus.FAILED
     if media.facts is None and needs_processing(media.type, media.mime_type, media.storage_key):
-        return PROCESSING
-    return READY
+        return MediaStatus.PROCESSING
+    return MediaStatus.READY
 
 
 def needs_processing(media_type: str, mime_type: str, storage_key: str | None) -> bool:

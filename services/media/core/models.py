@@ -215,16 +215,6 @@ class OutboxEvent(Base):
     __table_args__ = (Index("ix_outbox_pending", "published_at", "created_at"),)
 
 
-# Upload session states: PENDING -> UPLOADING -> VERIFYING -> READY | FAILED, or CANCELLED /
-# EXPIRED on the way (services.media.uploads.sessions).
-PENDING, UPLOADING, VERIFYING = "PENDING", "UPLOADING", "VERIFYING"
-UPLOAD_READY, UPLOAD_FAILED = "READY", "FAILED"
-CANCELLED, EXPIRED = "CANCELLED", "EXPIRED"
-UPLOAD_OPEN = (PENDING, UPLOADING)
-# A completion that died half-way is idle too; what it assembled belongs to the session meanwhile.
-UPLOAD_EXPIRABLE = (*UPLOAD_OPEN, VERIFYING)
-
-
 class UploadSession(Base):
     """A file arriving in parts; it becomes a Media record only once verified."""
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.media.ingest.sniffing import MediaType
+from services.media.core.vocabulary import MediaType
 from services.media.processing.imaging import (
     DEFAULT_LIMITS,
     DEFAULT_RECIPES,

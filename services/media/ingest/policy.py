@@ -11,14 +11,9 @@ import hashlib
 from dataclasses import dataclass
 
 from services.media.core.settings import MediaSettings
+from services.media.core.vocabulary import MediaType
 from services.media.exceptions import PayloadTooLarge, UnsupportedMediaType, ValidationError
-from services.media.ingest.sniffing import (
-    SNIFF_BYTES,
-    MediaType,
-    Sniffed,
-    declared_type_conflicts,
-    sniff,
-)
+from services.media.ingest.sniffing import SNIFF_BYTES, Sniffed, declared_type_conflicts, sniff
 from services.media.processing.imaging import (
     DECODED_MIME_TYPES,
     DEFAULT_LIMITS,

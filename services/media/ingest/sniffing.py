@@ -13,14 +13,14 @@ import re
 import struct
 import threading
 from dataclasses import dataclass
-from enum import StrEnum
 
 import magic
+
+from services.media.core.vocabulary import MediaType
 
 __all__ = [
     "ACTIVE_CONTENT_TYPES",
     "SNIFF_BYTES",
-    "MediaType",
     "Sniffed",
     "declared_type_conflicts",
     "media_type_of",
@@ -29,16 +29,6 @@ __all__ = [
 
 SNIFF_BYTES = 64 * 1024
 """How many leading bytes callers should pass to `sniff`."""
-
-
-class MediaType(StrEnum):
-    """The family a MIME type belongs to."""
-
-    IMAGE = "IMAGE"
-    VIDEO = "VIDEO"
-    AUDIO = "AUDIO"
-    DOCUMENT = "DOCUMENT"
-    OTHER = "OTHER"
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from services.media.catalog.records import (
-    FAILED,
-    PROCESSING,
-    MediaCatalog,
-    _after,
-    needs_processing,
-)
+from services.media.catalog.records import MediaCatalog, _after, needs_processing
 from services.media.core.database import make_engine
 from services.media.core.identity import ADMIN_ROLE
 from services.media.core.ids import isoformat_z
 from services.media.core.models import Media
 from services.media.core.settings import ConfigurationError, MediaSettings
+from services.media.core.vocabulary import MediaEvent, MediaStatus
 from services.media.operations import views as operations
 from storage import Storage, StorageError, build_storage
 
@@ -471,7 +466,7 @@ def retry(context: Context, args: argparse.Namespace, out: Output) -> int:
         media = session.scalar(select(Media).where(Media.id == media_id).with_for_update())
         if media is None:
             raise Refused(f"no media with id {media_id!r}")
-        if media.status != FAILED:
+        if media.status != MediaStatus.FAILED:
             raise Refused(f"media {media_id} is {media.status}, not FAILED: nothing to retry")
         if not media.storage_key:
             raise Refused(f"media {media_id} has no stored bytes (it links an external URL)")
@@ -484,17 +479,17 @@ def retry(context: Context, args: argparse.Namespace, out: Output) -> int:
             )
         previous_error = media.processing_error
         changes = ["status"] + (["processingError"] if previous_error else [])
-        media.status = PROCESSING
+        media.status = MediaStatus.PROCESSING
         media.processing_error = None
         media.processing_attempts = 0
         media.processing_claim = None
         media.processing_lease_until = None
         media.updated_at = _after(media.updated_at)
-        catalog.record_media_event(session, "media_updated", media, changes)
+        catalog.record_media_event(session, MediaEvent.UPDATED, media, changes)
     data = {
         "id": media_id,
-        "status": PROCESSING,
-        "previousStatus": FAILED,
+        "status": MediaStatus.PROCESSING,
+        "previousStatus": MediaStatus.FAILED,
         "previousError": previous_error,
         "changes": changes,
     }

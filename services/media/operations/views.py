@@ -15,33 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from services.media.core.ids import utcnow
-from services.media.core.models import (
-    CANCELLED,
-    EXPIRED,
-    PENDING,
-    UPLOAD_EXPIRABLE,
-    UPLOAD_FAILED,
-    UPLOAD_READY,
-    UPLOADING,
-    VERIFYING,
-    Media,
-    OutboxEvent,
-    UploadSession,
-)
+from services.media.core.models import Media, OutboxEvent, UploadSession
+from services.media.core.vocabulary import UPLOAD_EXPIRABLE, MediaStatus, UploadStatus
 
-# The media status of a processing job (catalog.PROCESSING), named here so that importing these
-# views does not load the catalog and what it imports.
-PROCESSING = "PROCESSING"
 # Every state an upload session can be in, in the order of its life.
-UPLOAD_STATES: tuple[str, ...] = (
-    PENDING,
-    UPLOADING,
-    VERIFYING,
-    UPLOAD_READY,
-    UPLOAD_FAILED,
-    CANCELLED,
-    EXPIRED,
-)
+UPLOAD_STATES: tuple[str, ...] = tuple(UploadStatus)
 
 
 @dataclass(frozen=True)
@@ -95,7 +73,7 @@ def processing_backlog(sessions: sessionmaker) -> Backlog:
     with sessions() as session:
         count, oldest = session.execute(
             select(func.count(), func.min(Media.created_at)).where(
-                Media.status == PROCESSING, Media.deleted_at.is_(None)
+                Media.status == MediaStatus.PROCESSING, Media.deleted_at.is_(None)
             )
         ).one()
     return Backlog(int(count), _age(oldest))
@@ -151,7 +129,7 @@ def processing_jobs(sessions: sessionmaker, limit: int = 50) -> list[ProcessingJ
                 Media.processing_lease_until,
                 Media.created_at,
             )
-            .where(Media.status == PROCESSING, Media.deleted_at.is_(None))
+            .where(Media.status == MediaStatus.PROCESSING, Media.deleted_at.is_(None))
             .order_by(Media.created_at, Media.id)
             .limit(limit)
         ).all()

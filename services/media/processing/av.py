@@ -44,8 +44,9 @@ from typing import Any
 
 from PIL import Image
 
+from services.media.core.vocabulary import MediaType
 from services.media.exceptions import MediaError, UnsupportedMediaType
-from services.media.ingest.sniffing import MediaType, media_type_of
+from services.media.ingest.sniffing import media_type_of
 
 __all__ = [
     "AV_DEMUXERS",

@@ -28,11 +28,12 @@ from typing import IO, Any
 
 from sqlalchemy import or_, select, update
 
-from services.media.catalog.records import FAILED, PROCESSING, READY, MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.core import metrics
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow, uuid7
 from services.media.core.models import Media, MediaVariant
+from services.media.core.vocabulary import MediaEvent, MediaStatus, MediaType
 from services.media.exceptions import (
     Conflict,
     MediaError,
@@ -40,7 +41,6 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.ingest.sniffing import MediaType
 from services.media.processing import av as probing
 from services.media.processing import imaging
 from services.media.processing.imaging import RenderedVariant, VariantRecipe
@@ -111,7 +111,7 @@ class MediaProcessor:
                     Media.mime_type,
                     Media.processing_attempts,
                 )
-                .where(Media.status == PROCESSING, free)
+                .where(Media.status == MediaStatus.PROCESSING, free)
                 .order_by(Media.created_at)
                 .limit(limit)
             ).all()
@@ -122,7 +122,7 @@ class MediaProcessor:
                 # A compare-and-set, so it holds on SQLite (no FOR UPDATE) as on PostgreSQL.
                 taken = session.execute(
                     update(Media)
-                    .where(Media.id == media_id, Media.status == PROCESSING, free)
+                    .where(Media.id == media_id, Media.status == MediaStatus.PROCESSING, free)
                     .values(
                         processing_claim=claim,
                         processing_lease_until=now + self.settings.processing_lease,
@@ -329,8 +329,8 @@ class MediaProcessor:
             media.facts = outcome.facts
             if outcome.width is not None:
                 media.width, media.height = outcome.width, outcome.height
-            self._release(media, READY)
-            self.catalog.record_media_event(session, "media_processed", media)
+            self._release(media, MediaStatus.READY)
+            self.catalog.record_media_event(session, MediaEvent.PROCESSED, media)
         for key in replaced:
             self.catalog.discard_object(key)
         log.info("processed media %s (%d variants)", job.media_id, len(outcome.variants))
@@ -341,9 +341,9 @@ class MediaProcessor:
             if media is None:
                 return
             media.processing_error = reason
-            self._release(media, FAILED)
+            self._release(media, MediaStatus.FAILED)
             self.catalog.record_media_event(
-                session, "media_processing_failed", media, reason=reason
+                session, MediaEvent.PROCESSING_FAILED, media, reason=reason
             )
         log.warning("processing media %s failed: %s", job.media_id, reason)
 
@@ -351,7 +351,11 @@ class MediaProcessor:
     def _claimed(session: Any, job: Job) -> Media | None:
         """The media, if this job still holds it (not finished, removed or taken over)."""
         media = session.get(Media, job.media_id, with_for_update=True)
-        if media is None or media.status != PROCESSING or media.processing_claim != job.claim:
+        if (
+            media is None
+            or media.status != MediaStatus.PROCESSING
+            or media.processing_claim != job.claim
+        ):
             log.info("processing media %s: the job was finished or taken over", job.media_id)
             return None
         return media
@@ -465,7 +469,10 @@ class Renditions:
             raise UnsupportedMediaType(
                 f"media {media_id!r} is {media.mime_type}; only images can be rendered"
             )
-        if media.storage_key is None or media.status not in (READY, PROCESSING):
+        if media.storage_key is None or media.status not in (
+            MediaStatus.READY,
+            MediaStatus.PROCESSING,
+        ):
             raise Conflict(f"media {media_id!r} is {media.status}; it has no bytes to render")
         stored = next((v for v in media.variants if v.name == name), None)
         if stored is not None and stored.fingerprint == fingerprint:
@@ -485,7 +492,7 @@ class Renditions:
                 raise NotFound(f"media {media_id!r} not found")
             _put_variant_row(row, new)
             row.updated_at = utcnow()
-            self.catalog.record_media_event(session, "media_updated", row, ["variants"])
+            self.catalog.record_media_event(session, MediaEvent.UPDATED, row, ["variants"])
         media = self.catalog.find_one(caller, media_id)
         stored = next(v for v in media.variants if v.name == name)
         return self.catalog.present_variant(media, stored)
@@ -503,7 +510,7 @@ class Renditions:
                     session.scalars(
                         select(Media)
                         .where(
-                            Media.status == READY,
+                            Media.status == MediaStatus.READY,
                             Media.type == MediaType.IMAGE.value,
                             Media.mime_type.in_(IMAGE_MIME_TYPES),
                             Media.storage_key.is_not(None),
@@ -536,14 +543,14 @@ class Renditions:
         replaced = []
         with self.catalog.changing() as session:
             row = session.get(Media, media.id, with_for_update=True)
-            if row is None or row.status != READY:
+            if row is None or row.status != MediaStatus.READY:
                 return
             for new in outcome.variants:
                 old_key = _put_variant_row(row, new)
                 if old_key:
                     replaced.append(old_key)
             row.updated_at = utcnow()
-            self.catalog.record_media_event(session, "media_updated", row, ["variants"])
+            self.catalog.record_media_event(session, MediaEvent.UPDATED, row, ["variants"])
         for key in replaced:
             self.catalog.discard_object(key)
 

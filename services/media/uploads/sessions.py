@@ -36,21 +36,9 @@ from services.media.catalog.records import (
 )
 from services.media.core.identity import INTERNAL, Caller
 from services.media.core.ids import isoformat_z, utcnow, uuid7
-from services.media.core.models import (
-    CANCELLED,
-    EXPIRED,
-    PENDING,
-    UPLOAD_EXPIRABLE,
-    UPLOAD_FAILED,
-    UPLOAD_OPEN,
-    UPLOAD_READY,
-    UPLOADING,
-    VERIFYING,
-    Media,
-    UploadPart,
-    UploadSession,
-)
+from services.media.core.models import Media, UploadPart, UploadSession
 from services.media.core.outbox import record_event
+from services.media.core.vocabulary import UPLOAD_EXPIRABLE, UPLOAD_OPEN, UploadStatus
 from services.media.exceptions import (
     Conflict,
     MediaError,
@@ -66,8 +54,6 @@ from storage.errors import ObjectNotFound
 
 log = logging.getLogger(__name__)
 
-READY, FAILED = UPLOAD_READY, UPLOAD_FAILED
-OPEN, EXPIRABLE = UPLOAD_OPEN, UPLOAD_EXPIRABLE
 SPEED_WINDOW = timedelta(seconds=30)
 # Where the bytes go: through the service (RPC parts, tus), or straight to the bucket in parts
 # (presigned UploadPart URLs) or whole (a presigned POST, for files of one part).
@@ -166,7 +152,7 @@ class Uploads:
         upload = UploadSession(
             id=uuid7(),
             user_id=data["user_id"],
-            status=PENDING,
+            status=UploadStatus.PENDING,
             original_name=data["original_name"],
             mime_type=data.get("mime_type"),
             size=data["size"],
@@ -275,7 +261,7 @@ class Uploads:
                     received_at=now,
                 )
             )
-            upload.status = UPLOADING
+            upload.status = UploadStatus.UPLOADING
             upload.updated_at = now
         return self.progress(caller, upload_id)
 
@@ -297,7 +283,7 @@ class Uploads:
                 )
             ).one()
         received = int(received or 0) + upload.tail_size
-        if upload.transfer == DIRECT_PARTS and upload.status in OPEN:
+        if upload.transfer == DIRECT_PARTS and upload.status in UPLOAD_OPEN:
             # The bytes went to the bucket; only the bucket knows how many arrived.
             parts = self.catalog.storage_io(
                 self._direct_storage().list_parts, upload.storage_key, upload.storage_upload_id
@@ -307,9 +293,9 @@ class Uploads:
         if recent[0]:
             elapsed = max((now - recent[1]).total_seconds(), 1.0)
             speed = int(recent[0]) / elapsed
-        done = upload.status == READY
+        done = upload.status == UploadStatus.READY
         remaining = None
-        if upload.status in OPEN and speed > 0:
+        if upload.status in UPLOAD_OPEN and speed > 0:
             remaining = round((upload.size - received) / speed, 1)
         percent = 100.0 if done else min(99.9, math.floor(received * 1000 / upload.size) / 10)
         return {
@@ -330,7 +316,9 @@ class Uploads:
         }
 
     def expires_at(self, upload: UploadSession) -> datetime | None:
-        return upload.updated_at + self.settings.upload_idle if upload.status in OPEN else None
+        return (
+            upload.updated_at + self.settings.upload_idle if upload.status in UPLOAD_OPEN else None
+        )
 
     def access(self, caller: Caller, upload: UploadSession) -> dict[str, Any]:
         """How the client sends the bytes: a tus URL with its bearer token, or, for direct
@@ -394,7 +382,7 @@ class Uploads:
 
     def stream_offset(self, upload: UploadSession) -> int:
         """How many bytes from the start are stored: whole parts from part 1 on, then the tail."""
-        if upload.status == READY:
+        if upload.status == UploadStatus.READY:
             return upload.size
         with self.sessions() as session:
             numbers = set(
@@ -472,13 +460,13 @@ class Uploads:
                 .where(
                     UploadSession.id == upload_id,
                     UploadSession.append_seq == seq,
-                    UploadSession.status.in_(OPEN),
+                    UploadSession.status.in_(UPLOAD_OPEN),
                 )
                 .values(
                     append_seq=seq + 1,
                     tail_key=tail_key,
                     tail_size=tail,
-                    status=UPLOADING,
+                    status=UploadStatus.UPLOADING,
                     updated_at=now,
                 )
                 .execution_options(synchronize_session=False)
@@ -502,7 +490,7 @@ class Uploads:
 
     def _fail(self, upload: UploadSession, reason: str) -> None:
         self._discard_bytes(upload)
-        self._set_status(upload.id, FAILED, reason=reason)
+        self._set_status(upload.id, UploadStatus.FAILED, reason=reason)
 
     # -- completing -------------------------------------------------------------------------
 
@@ -516,7 +504,7 @@ class Uploads:
         """
         with self.sessions() as session:
             upload = self._get(session, caller, upload_id)
-            if upload.status == READY:
+            if upload.status == UploadStatus.READY:
                 media = session.get(Media, upload.media_id)
                 if media is None:
                     raise NotFound(f"the media of upload {upload_id!r} is purged")
@@ -541,7 +529,7 @@ class Uploads:
                 (part.number, part.etag) for part in recorded
             ):
                 known = streamed.checksum
-            self._set_status(upload.id, VERIFYING)
+            self._set_status(upload.id, UploadStatus.VERIFYING)
             stored = self._assemble(upload, parts, known)
         try:
             head = self.catalog.storage_io(self.storage.read_head, stored.key, SNIFF_BYTES)
@@ -554,7 +542,7 @@ class Uploads:
                 )
         except MediaError as exc:
             self.catalog.discard_object(stored.key)
-            self._set_status(upload.id, FAILED, reason=str(exc))
+            self._set_status(upload.id, UploadStatus.FAILED, reason=str(exc))
             raise
         data = {
             **upload.params,
@@ -565,7 +553,7 @@ class Uploads:
         def mark_ready(session: Session) -> None:
             row = session.get(UploadSession, upload.id)
             assert row is not None
-            row.status = READY
+            row.status = UploadStatus.READY
             row.media_id = media.id
             row.completed_at = row.updated_at = utcnow()
 
@@ -612,7 +600,7 @@ class Uploads:
                 self._direct_storage().list_parts, upload.storage_key, upload.storage_upload_id
             )
         except ObjectNotFound:
-            if upload.status == VERIFYING:
+            if upload.status == UploadStatus.VERIFYING:
                 return None
             raise
 
@@ -627,7 +615,7 @@ class Uploads:
         if info.size != upload.size:
             self._fail(upload, f"{info.size} bytes were posted, not the declared {upload.size}")
             raise Conflict(f"{info.size} bytes were posted, not the declared {upload.size}")
-        self._set_status(upload.id, VERIFYING)
+        self._set_status(upload.id, UploadStatus.VERIFYING)
         checksum = self.catalog.storage_io(checksum_of, self.storage, upload.storage_key)
         return StoredObject(upload.storage_key, info.size, checksum)
 
@@ -664,14 +652,14 @@ class Uploads:
     def cancel(self, caller: Caller, upload_id: str) -> dict[str, Any]:
         with self.sessions() as session:
             upload = self._get(session, caller, upload_id)
-        if upload.status == CANCELLED:
+        if upload.status == UploadStatus.CANCELLED:
             return self.progress(caller, upload_id)
-        if upload.status not in OPEN:
+        if upload.status not in UPLOAD_OPEN:
             raise Conflict(f"upload {upload_id!r} is {upload.status} and cannot be cancelled")
         self._discard_bytes(upload)
         with self.catalog.changing() as session:
             row = self._get(session, caller, upload_id, for_update=True)
-            row.status = CANCELLED
+            row.status = UploadStatus.CANCELLED
             row.updated_at = utcnow()
             session.flush()
             event_id = record_event(session, "upload_cancelled", upload=self._summary(row))
@@ -685,7 +673,10 @@ class Uploads:
             idle = list(
                 session.scalars(
                     select(UploadSession)
-                    .where(UploadSession.status.in_(EXPIRABLE), UploadSession.updated_at < cutoff)
+                    .where(
+                        UploadSession.status.in_(UPLOAD_EXPIRABLE),
+                        UploadSession.updated_at < cutoff,
+                    )
                     .limit(limit)
                 )
             )
@@ -693,8 +684,8 @@ class Uploads:
             self._discard_bytes(upload)
             with self.sessions.begin() as session:
                 row = session.get(UploadSession, upload.id, with_for_update=True)
-                if row is not None and row.status in EXPIRABLE and row.updated_at < cutoff:
-                    row.status = EXPIRED
+                if row is not None and row.status in UPLOAD_EXPIRABLE and row.updated_at < cutoff:
+                    row.status = UploadStatus.EXPIRED
                     row.updated_at = utcnow()
         if idle:
             log.info("expired %d idle upload sessions and discarded their parts", len(idle))
@@ -725,7 +716,9 @@ class Uploads:
 
     @staticmethod
     def _check_open(upload: UploadSession, allow_verifying: bool = False) -> None:
-        if upload.status in OPEN or (allow_verifying and upload.status == VERIFYING):
+        if upload.status in UPLOAD_OPEN or (
+            allow_verifying and upload.status == UploadStatus.VERIFYING
+        ):
             return
         raise Conflict(f"upload {upload.id!r} is {upload.status}; it takes no more parts")
 

@@ -21,7 +21,8 @@ from werkzeug.http import http_date
 from werkzeug.wrappers import Request, Response
 
 from services.media.core.identity import INTERNAL
-from services.media.core.models import CANCELLED, EXPIRED, UPLOAD_OPEN, VERIFYING, UploadSession
+from services.media.core.models import UploadSession
+from services.media.core.vocabulary import UPLOAD_OPEN, UploadStatus
 from services.media.delivery.urls import MediaUrls, TokenRejected
 from services.media.exceptions import (
     Conflict,
@@ -35,8 +36,6 @@ from services.media.exceptions import (
     ValidationError,
 )
 from services.media.uploads.sessions import (
-    FAILED,
-    READY,
     SUPPORTED_CHECKSUMS,
     ChecksumMismatch,
     OffsetMismatch,
@@ -49,7 +48,7 @@ log = logging.getLogger(__name__)
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
-CLOSED = (CANCELLED, EXPIRED, FAILED)
+CLOSED = (UploadStatus.CANCELLED, UploadStatus.EXPIRED, UploadStatus.FAILED)
 BODY_LEFT_UNREAD = "media.body_left_unread"
 
 # Most specific first: the checksum and offset errors are Conflicts too.
@@ -170,7 +169,7 @@ class TusProtocol:
     def _head(self, upload: UploadSession) -> Response:
         offset = self.uploads.stream_offset(upload)
         upload_media_id: str | None
-        if offset == upload.size and upload.status != READY:
+        if offset == upload.size and upload.status != UploadStatus.READY:
             # Every byte is in, but finishing failed for a passing reason (storage away, or
             # the process died): a client that asks where it stands finishes it.
             media = self.uploads.complete(INTERNAL, upload.id)
@@ -192,7 +191,7 @@ class TusProtocol:
         offset = 0 if response is not None else _header_int(request, "Upload-Offset", True)
         length = _header_int(request, "Content-Length", required=False)
         checksum = _parse_checksum(request.headers.get("Upload-Checksum"))
-        if upload.status == VERIFYING or upload.status == READY:
+        if upload.status == UploadStatus.VERIFYING or upload.status == UploadStatus.READY:
             raise Conflict(f"upload {upload.id!r} has all its bytes")
         try:
             appended = self.uploads.append(
