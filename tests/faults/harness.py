@@ -29,16 +29,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 from tusclient import client as tus_client
 
-from services.media.catalog import MediaCatalog
+from services.media.catalog.records import MediaCatalog
 from services.media.client import media_rpc
-from services.media.models import (
-    UPLOAD_EXPIRABLE,
-    Media,
-    MediaVariant,
-    UploadPart,
-    UploadSession,
-)
-from services.media.settings import MediaSettings
+from services.media.core.models import Media, MediaVariant, UploadPart, UploadSession
+from services.media.core.settings import MediaSettings
+from services.media.core.vocabulary import UPLOAD_EXPIRABLE
 from storage import Storage
 from tests.files import b64
 from tests.images import encode, photo

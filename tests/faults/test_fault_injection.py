@@ -18,8 +18,8 @@ import eventlet
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from services.media.database import make_engine
-from services.media.settings import MediaSettings
+from services.media.core.database import make_engine
+from services.media.core.settings import MediaSettings
 from storage import LocalStorage, Storage
 from storage.s3 import S3Storage
 from tests.conftest import SIGNING_KEY, load_config

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from nameko.testing.services import worker_factory
 
-from services.media.access import Caller
+from services.media.core.identity import Caller
 from services.media.service import MediaService
 from tests.files import noisy_png_bytes
 
