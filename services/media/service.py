@@ -435,8 +435,7 @@ class MediaService:
             self._publish_recorded()
 
     def _publish_recorded(self) -> None:
-        event_ids = list(self.catalog.recorded_events)
-        self.catalog.recorded_events.clear()
+        event_ids = self.catalog.work.take_committed()
         if not event_ids:
             return
         try:

@@ -50,7 +50,7 @@ class BrokerRestartsBeforePublish(MediaService):
 
     def _publish_recorded(self) -> None:
         # Timer workers pass here too, with nothing recorded: only a commit's worker restarts.
-        if not type(self).restart_pending or not self.catalog.recorded_events:
+        if not type(self).restart_pending or not self.catalog.work.committed:
             super()._publish_recorded()
             return
         type(self).restart_pending = False

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, TypeVar
@@ -35,8 +35,8 @@ from services.media.core.models import (
     StoredVariant,
     UploadSession,
 )
-from services.media.core.outbox import record_event
 from services.media.core.settings import MediaSettings
+from services.media.core.unit_of_work import UnitOfWork
 from services.media.core.vocabulary import (
     SERVABLE,
     UPLOAD_EXPIRABLE,
@@ -176,10 +176,11 @@ class MediaCatalog:
     settings: MediaSettings
     offload: Offload = _run_inline
     spawn: Spawn = _Done
-    recorded_events: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.urls = MediaUrls(self.settings, self.storage)
+        # The worker's transactions and the events their commits made due.
+        self.work = UnitOfWork(self.sessions)
 
     def storage_io(self, function: Callable[..., T], *args: Any) -> T:
         """Blocking backends (files) go through the thread pool; network ones on green sockets
@@ -225,10 +226,7 @@ class MediaCatalog:
     ) -> None:
         """Add the event to ``session``'s transaction: it is sent once, if that commits."""
         session.flush()
-        event_id = record_event(
-            session, event_type, media=self.present(media), changes=changes, **extra
-        )
-        self.recorded_events.append(event_id)
+        self.work.record(session, event_type, media=self.present(media), changes=changes, **extra)
 
     # -- creating ---------------------------------------------------------------------------
 
@@ -354,7 +352,7 @@ class MediaCatalog:
         ``also`` adds more to the same transaction (an upload session marking itself done).
         """
         try:
-            with self.sessions.begin() as session:
+            with self.work.transaction() as session:
                 session.add(media)
                 if request is not None:
                     session.add(request.row(media))
@@ -362,7 +360,6 @@ class MediaCatalog:
                 if also is not None:
                     also(session)
         except IntegrityError:
-            self.recorded_events.clear()
             self.discard_object(written_key)
             if request is not None:
                 # A concurrent delivery of the same request won the race: answer as it did.
@@ -375,7 +372,6 @@ class MediaCatalog:
                 ) from None
             raise
         except BaseException:
-            self.recorded_events.clear()
             self.discard_object(written_key)
             raise
         return media
@@ -385,15 +381,11 @@ class MediaCatalog:
         """A transaction changing existing media. Events it recorded vanish with a rollback, and
         a row someone else changed since it was read (optimistic check on ``updated_at``) is a
         Conflict rather than a lost update."""
-        recorded = len(self.recorded_events)
         try:
-            with self.sessions.begin() as session:
+            with self.work.transaction() as session:
                 yield session
-        except BaseException as exc:
-            del self.recorded_events[recorded:]
-            if isinstance(exc, StaleDataError):
-                raise Conflict("the media changed meanwhile; read it again and retry") from None
-            raise
+        except StaleDataError:
+            raise Conflict("the media changed meanwhile; read it again and retry") from None
 
     def discard_object(self, key: str | None) -> None:
         if key is None:

@@ -63,3 +63,9 @@ class MediaEvent(StrEnum):
     PURGED = "media_purged"
     PROCESSED = "media_processed"
     PROCESSING_FAILED = "media_processing_failed"
+
+
+class UploadEvent(StrEnum):
+    """Events of upload sessions."""
+
+    CANCELLED = "upload_cancelled"

@@ -37,8 +37,7 @@ from services.media.catalog.records import (
 from services.media.core.identity import INTERNAL, Caller
 from services.media.core.ids import isoformat_z, utcnow, uuid7
 from services.media.core.models import Media, UploadPart, UploadSession
-from services.media.core.outbox import record_event
-from services.media.core.vocabulary import UPLOAD_EXPIRABLE, UPLOAD_OPEN, UploadStatus
+from services.media.core.vocabulary import UPLOAD_EXPIRABLE, UPLOAD_OPEN, UploadEvent, UploadStatus
 from services.media.exceptions import (
     Conflict,
     MediaError,
@@ -662,8 +661,7 @@ class Uploads:
             row.status = UploadStatus.CANCELLED
             row.updated_at = utcnow()
             session.flush()
-            event_id = record_event(session, "upload_cancelled", upload=self._summary(row))
-            self.catalog.recorded_events.append(event_id)
+            self.catalog.work.record(session, UploadEvent.CANCELLED, upload=self._summary(row))
         return self.progress(caller, upload_id)
 
     def expire_idle(self, limit: int = 100) -> int:
