@@ -121,3 +121,23 @@ def test_previous_signing_key_misconfigured(env, message):
     config = load_config(URL_SIGNING_KEY="new", URL_SIGNING_PREVIOUS_KEY="old", **env)
     with pytest.raises(ConfigurationError, match=message):
         MediaSettings.from_config(config)
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [("", [10, 60, 300]), ("1", [1]), ("5,30", [5, 30]), ("0.5, 2", [0.5, 2])],
+)
+def test_processing_retry_delays_from_the_environment(env, seconds):
+    config = load_config(
+        URL_SIGNING_KEY="k", **({"MEDIA_PROCESSING_RETRY_DELAYS": env} if env else {})
+    )
+    delays = MediaSettings.from_config(config).processing_retry_delays
+    assert [delay.total_seconds() for delay in delays] == seconds
+
+
+@pytest.mark.parametrize("env", ["soon", "5,-1", "5,,6"])
+def test_bad_processing_retry_delays_stop_the_start(env):
+    with pytest.raises(ConfigurationError, match="processing_retry_delays_seconds"):
+        MediaSettings.from_config(
+            load_config(URL_SIGNING_KEY="k", MEDIA_PROCESSING_RETRY_DELAYS=env)
+        )

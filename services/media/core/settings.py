@@ -142,6 +142,8 @@ def _delays(value: Any) -> tuple[timedelta, ...]:
     """Seconds as a YAML list or a comma-separated string (from one environment variable)."""
     if value in (None, ""):
         return MediaSettings.processing_retry_delays
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]  # one delay: YAML reads "10" as a number
     items = value.split(",") if isinstance(value, str) else value
     try:
         delays = tuple(timedelta(seconds=float(item)) for item in items)
