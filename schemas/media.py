@@ -273,3 +273,9 @@ def dump_media(media: Any, url: str | None) -> dict[str, Any]:
     }
     result["url"] = url
     return result
+
+
+# Built once: building a schema costs more than loading a typical payload with it.
+UPLOAD_FILE, CREATE, UPDATE = UploadFileSchema(), CreateMediaSchema(), UpdateMediaSchema()
+URL_OPTIONS, INITIATE_UPLOAD = UrlOptionsSchema(), InitiateUploadSchema()
+RESIZE, CROP, REGENERATE = ResizeSchema(), CropSchema(), RegenerateSchema()

@@ -82,6 +82,23 @@ CONTRACT_ERRORS: tuple[type[MediaError], ...] = (
     StorageUnavailable,
 )
 
+# The HTTP status of each contract error, for every HTTP route (the file endpoint, tus).
+HTTP_STATUS: tuple[tuple[type[MediaError], int], ...] = (
+    (ValidationError, 400),
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (QuotaExceeded, 413),
+    (UnsupportedMediaType, 415),
+    (StorageUnavailable, 503),
+)
+
+
+def http_status(exc: MediaError) -> int:
+    """The HTTP status a route answers ``exc`` with; 500 for an error the contract lacks."""
+    return next((code for kind, code in HTTP_STATUS if isinstance(exc, kind)), 500)
+
 
 def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, list[str]]:
     """marshmallow nests errors of nested fields; callers want one level of dotted names."""

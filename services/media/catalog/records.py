@@ -203,6 +203,15 @@ class MediaCatalog:
         ]
         return record
 
+    def present_page(self, page: Page) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "items": [self.present(media) for media in page.items],
+            "nextCursor": page.next_cursor,
+        }
+        if page.total is not None:
+            result["total"] = page.total
+        return result
+
     def present_variant(
         self, media: Media, variant: StoredVariant, now: datetime | None = None
     ) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +20,72 @@ from services.media.delivery.serving import (
     etag,
     requested_range,
 )
-from storage import Storage
+from services.media.delivery.urls import LinkRejected, MediaUrls
+from services.media.exceptions import MediaError, http_status
+from storage import ObjectNotFound, Storage
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 PUBLIC_CACHE = "public, max-age=604800"
+
+
+def download(
+    request: Request,
+    media_id: str,
+    *,
+    urls: MediaUrls,
+    find: Callable[[str], Media | None],
+    storage: Storage,
+    read: Callable[[Iterator[bytes]], Iterator[bytes]],
+) -> Response:
+    """``GET /files/{id}``: public media as they are, private media with a valid signed link.
+
+    ``find`` gives the media the endpoint may serve (None otherwise); ``read`` wraps the reads
+    of a blocking backend so they leave the event loop.
+    """
+    try:
+        download = request.args.get("download") in ("1", "true")
+        signed_until = None
+        # The signature is checked before the database: a bad one is 403 whether the id
+        # exists or not, so no answer tells a stranger which private ids exist.
+        if "signature" in request.args:
+            try:
+                urls.verify(
+                    media_id,
+                    expires=request.args.get("expires"),
+                    key_id=request.args.get("kid"),
+                    signature=request.args.get("signature"),
+                    download=download,
+                    variant=request.args.get("variant", ""),
+                )
+            except LinkRejected as exc:
+                return error(403, str(exc))
+            signed_until = int(request.args["expires"])
+        media = find(media_id)
+        # Unsigned requests for private media get the answer an unknown id gets.
+        if media is None or (signed_until is None and not media.is_public):
+            return error(404, "no such file")
+        if media.is_public:
+            signed_until = None
+        served = Served.original(media)
+        variant_name = request.args.get("variant")
+        if variant_name is not None:
+            variant = next((v for v in media.variants if v.name == variant_name), None)
+            if variant is None:
+                return error(404, "no such file")
+            served = Served.variant(media, variant)
+        return file_response(
+            request, served, storage, download=download, signed_until=signed_until, read=read
+        )
+    except ObjectNotFound:
+        log.error("media %s is READY but its stored object is missing", media_id)
+        return error(404, "no such file")
+    except MediaError as exc:
+        return error(http_status(exc), str(exc))
+    except Exception:
+        log.exception("file endpoint failed for %s", media_id)
+        return error(503, "the file cannot be served right now")
 
 
 def error(status: int, message: str) -> Response:

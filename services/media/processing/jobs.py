@@ -33,6 +33,7 @@ from services.media.core import metrics
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow, uuid7
 from services.media.core.models import Media, MediaVariant
+from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import MediaEvent, MediaStatus, MediaType
 from services.media.exceptions import (
     Conflict,
@@ -86,9 +87,16 @@ class Outcome:
 class MediaProcessor:
     def __init__(self, catalog: MediaCatalog, tools: probing.ProbeTools | None = None) -> None:
         self.catalog = catalog
-        self.settings = catalog.settings
-        self.storage: Storage = catalog.storage
-        self.tools = tools or _installed_tools(self.settings.tool_timeout_seconds)
+        self.tools = tools or _installed_tools(catalog.settings.tool_timeout_seconds)
+
+    # The catalog's own, read when used: one object per worker outlives no setting.
+    @property
+    def settings(self) -> MediaSettings:
+        return self.catalog.settings
+
+    @property
+    def storage(self) -> Storage:
+        return self.catalog.storage
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -378,7 +386,10 @@ class Renditions:
     def __init__(self, processor: MediaProcessor) -> None:
         self.processor = processor
         self.catalog = processor.catalog
-        self.settings = processor.settings
+
+    @property
+    def settings(self) -> MediaSettings:
+        return self.catalog.settings
 
     def list(self, caller: Caller, media_id: str) -> list[dict[str, Any]]:
         media = self.catalog.find_one(caller, media_id)

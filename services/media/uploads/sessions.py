@@ -37,6 +37,7 @@ from services.media.catalog.records import (
 from services.media.core.identity import INTERNAL, Caller
 from services.media.core.ids import isoformat_z, utcnow, uuid7
 from services.media.core.models import Media, UploadPart, UploadSession
+from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import UPLOAD_EXPIRABLE, UPLOAD_OPEN, UploadEvent, UploadStatus
 from services.media.exceptions import (
     Conflict,
@@ -48,7 +49,7 @@ from services.media.exceptions import (
 )
 from services.media.ingest.policy import check_policy, max_base64_length
 from services.media.ingest.sniffing import SNIFF_BYTES, media_type_of, sniff
-from storage import DirectUploads, PartInfo, StoredObject, new_key
+from storage import DirectUploads, PartInfo, Storage, StoredObject, new_key
 from storage.errors import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,15 @@ class Uploads:
     def __init__(self, catalog: MediaCatalog) -> None:
         self.catalog = catalog
         self.sessions = catalog.sessions
-        self.storage = catalog.storage
-        self.settings = catalog.settings
+
+    # The catalog's own, read when used: one object per worker outlives no setting.
+    @property
+    def settings(self) -> MediaSettings:
+        return self.catalog.settings
+
+    @property
+    def storage(self) -> Storage:
+        return self.catalog.storage
 
     # -- starting ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import Any
 
@@ -24,17 +25,7 @@ from services.media.core.identity import INTERNAL
 from services.media.core.models import UploadSession
 from services.media.core.vocabulary import UPLOAD_OPEN, UploadStatus
 from services.media.delivery.urls import MediaUrls, TokenRejected
-from services.media.exceptions import (
-    Conflict,
-    Forbidden,
-    MediaError,
-    NotFound,
-    PayloadTooLarge,
-    QuotaExceeded,
-    StorageUnavailable,
-    UnsupportedMediaType,
-    ValidationError,
-)
+from services.media.exceptions import Conflict, MediaError, PayloadTooLarge, http_status
 from services.media.uploads.sessions import (
     SUPPORTED_CHECKSUMS,
     ChecksumMismatch,
@@ -52,18 +43,8 @@ CLOSED = (UploadStatus.CANCELLED, UploadStatus.EXPIRED, UploadStatus.FAILED)
 BODY_LEFT_UNREAD = "media.body_left_unread"
 
 # Most specific first: the checksum and offset errors are Conflicts too.
-STATUS = (
-    (ChecksumMismatch, 460),  # tus: Checksum Mismatch
-    (OffsetMismatch, 409),
-    (ValidationError, 400),
-    (NotFound, 404),
-    (Forbidden, 403),
-    (Conflict, 409),
-    (PayloadTooLarge, 413),
-    (QuotaExceeded, 413),
-    (UnsupportedMediaType, 415),
-    (StorageUnavailable, 503),
-)
+# tus's own answers; every other error has the status of exceptions.HTTP_STATUS.
+TUS_STATUS = ((ChecksumMismatch, 460), (OffsetMismatch, 409))  # 460: Checksum Mismatch
 
 # For tus clients in browsers (tus-js-client, Uppy): what they send and must be able to read.
 ALLOWED_HEADERS = (
@@ -262,8 +243,25 @@ class TusProtocol:
         response.headers.update(headers or {})
         return self.finish(response)
 
+    def serve(
+        self,
+        request: Request,
+        upload_id: str | None,
+        boundary: Callable[[], AbstractContextManager[None]],
+    ) -> Response:
+        """Answer one request: contract errors with their tus status, a defect with 500."""
+        try:
+            with boundary():
+                return self.handle(request, upload_id)
+        except MediaError as exc:
+            return self.error_for(request, exc)
+        except Exception:
+            log.exception("tus request failed for upload %s", upload_id)
+            return self.error(500, "the upload could not be handled; retry later")
+
     def error_for(self, request: Request, exc: MediaError) -> Response:
-        status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+        status = next((code for kind, code in TUS_STATUS if isinstance(exc, kind)), None)
+        status = status or http_status(exc)
         headers = {}
         if isinstance(exc, OffsetMismatch):
             headers["Upload-Offset"] = str(exc.expected)
