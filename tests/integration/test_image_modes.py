@@ -1,6 +1,6 @@
-"""A short subset of the image mode matrix (tests/unit/test_image_modes.py) with the service
-running: uploaded over RabbitMQ like a sibling service would, processed by the service's own
-timer, and the variants fetched over HTTP with the links the record carries."""
+"""A short subset of the image mode matrix (tests/unit/processing/test_image_modes.py) with
+the service running: uploaded over RabbitMQ like a sibling service would, processed by the
+service's own timer, and the variants fetched over HTTP with the links the record carries."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import requests
 from PIL import Image
 
 from tests.files import upload_data
-from tests.unit.test_image_modes import Case, check_rendition, encoded_source, expected_image
+from tests.unit.processing.test_image_modes import (
+    Case,
+    check_rendition,
+    encoded_source,
+    expected_image,
+)
 
 SUBSET = [
     Case("I;16", "PNG"),

@@ -30,7 +30,7 @@ from services.media.processing.jobs import MediaProcessor
 from storage import LocalStorage, new_key
 from tests.conftest import SIGNING_KEY, fresh_database, load_config
 from tests.files import png_bytes, upload_data
-from tests.unit.test_operations import add_event, add_media, add_upload
+from tests.unit.operations.test_views import add_event, add_media, add_upload
 
 NOTES = b"lecture notes\n"
 SCRIPT = Path(sys.executable).parent / "media-admin"
