@@ -1,4 +1,10 @@
-"""A storage backend on a local (or mounted) filesystem: one file per object under a root."""
+"""A storage backend on a local (or mounted) filesystem: one file per object under a root.
+
+Longer than most modules (about 700 lines) on purpose: the registry gives each backend one
+module, and this one holds the whole interface (atomic puts, ranged reads, staged uploads with
+parts written in place, listing without in-flight temp files, path containment) together with
+the translation of every OSError, so the rules for one filesystem are read in one place.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ Under eventlet, boto3 must be imported after the monkey patch (``nameko run``/``
 patch first); ``storage/__init__.py`` therefore imports this module only when it is asked for
 the ``s3`` backend. Managed transfers (``upload_fileobj`` and friends) are not used: their
 worker threads can hang under green threads.
+
+Longer than most modules (about 700 lines) on purpose: the registry gives each backend one
+module, and every botocore error of every call is translated here, next to the call.
 """
 
 from __future__ import annotations
