@@ -1,4 +1,4 @@
-"""Facts about video, audio and PDF files, extracted by external tools run at arm's length.
+"""Running the external tools at arm's length: where they are, their limits, and their errors.
 
 ffprobe and ffmpeg read video and audio, pdfinfo and pdftoppm read PDFs. Every file handed to them
 is untrusted, so each call:
@@ -16,6 +16,10 @@ is untrusted, so each call:
 * reports failure as a typed error (a `ProbeError`, which is an `UnsupportedMediaType`), never as
   a raw `subprocess` exception.
 
+Every module of this package that calls a tool goes through `_scratch` and `_run`, names its input
+with `_input_file` (and, for FFmpeg, `_file_url` behind `_ffmpeg_input_restrictions`), and hands
+what a tool produced to the caller with `_publish`.
+
 The tools are optional. When one is missing the function needing it returns None, and
 `ProbeTools.missing_reason` says why, so the caller can keep the record usable without facts.
 
@@ -26,7 +30,6 @@ tool only suspends the calling green thread, so no thread pool is needed around 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -37,12 +40,10 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from services.media.core.vocabulary import MediaType
 from services.media.exceptions import MediaError, UnsupportedMediaType
@@ -51,29 +52,19 @@ from services.media.ingest.sniffing import media_type_of
 __all__ = [
     "AV_DEMUXERS",
     "DEFAULT_MAX_OUTPUT_BYTES",
-    "DEFAULT_MAX_PX",
     "DEFAULT_TIMEOUT_SECONDS",
     "TOOL_NAMES",
-    "AvFacts",
-    "PdfFacts",
     "ProbeError",
     "ProbeTools",
     "ToolOutputTooLarge",
     "ToolTimeout",
     "ToolUnavailable",
-    "pdf_preview",
-    "poster_frame",
-    "poster_time",
-    "probe_av",
-    "probe_pdf",
     "tools_for",
 ]
 
 TOOL_NAMES = ("ffprobe", "ffmpeg", "pdfinfo", "pdftoppm")
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_PX = 1280
-"""The longest side, in pixels, of a poster frame or a PDF preview."""
 
 AV_DEMUXERS = (
     # Containers.
@@ -117,23 +108,10 @@ playlist or reference formats (hls, dash, concat, imf, image2, sdp, ...)."""
 
 # How often a running tool's clock and output size are checked.
 _POLL_SECONDS = 0.05
-# A video shorter than this gets its poster from its first frame.
-_SHORT_VIDEO_SECONDS = 2.0
-_POSTER_FRACTION = 0.1
 _ENVIRONMENT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _STDOUT = ".stdout"
 _STDERR = ".stderr"
 _MAX_DETAIL_CHARS = 300
-_MAX_TITLE_CHARS = 500
-_IMAGE_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
-_FFPROBE_ENTRIES = (
-    "format=format_name,duration,bit_rate"
-    ":stream=index,codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,"
-    "sample_rate,channels,duration"
-    ":stream_disposition=attached_pic"
-    ":stream_tags=rotate"
-    ":stream_side_data=rotation"
-)
 
 
 class ProbeError(UnsupportedMediaType):
@@ -230,206 +208,6 @@ def tools_for(mime_type: str) -> tuple[str, ...]:
     if mime_type.partition(";")[0].strip().lower() == "application/pdf":
         return ("pdfinfo", "pdftoppm")
     return ()
-
-
-@dataclass(frozen=True)
-class AvFacts:
-    """What ffprobe tells about a video or audio file."""
-
-    duration: float | None
-    """Seconds."""
-    format_name: str | None
-    """FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"."""
-    bit_rate: int | None
-    """Bits per second, over the whole file."""
-    has_video: bool
-    """Whether there is a moving picture; cover art attached to audio does not count."""
-    has_audio: bool
-    video_codec: str | None = None
-    width: int | None = None
-    """As displayed: `rotation` already applied."""
-    height: int | None = None
-    rotation: int = 0
-    """The rotation a player applies, in degrees 0..359, as ffprobe reports it."""
-    frame_rate: float | None = None
-    audio_codec: str | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-
-
-@dataclass(frozen=True)
-class PdfFacts:
-    """What pdfinfo tells about a PDF."""
-
-    pages: int | None
-    """None when the PDF cannot be opened without a password."""
-    width_pt: float | None
-    """Of page 1, as displayed (its rotation applied), in points (1/72 inch)."""
-    height_pt: float | None
-    rotation: int
-    """Page 1's rotation in degrees."""
-    encrypted: bool
-    needs_password: bool
-    """Whether opening it needs a password (so nothing else is known and no preview is possible)."""
-    title: str | None = None
-    pdf_version: str | None = None
-
-
-def poster_time(duration: float | None) -> float:
-    """Where to take a video's poster frame from, in seconds: ~10% in, the start of short ones."""
-    if duration is None or not math.isfinite(duration) or duration < _SHORT_VIDEO_SECONDS:
-        return 0.0
-    return round(duration * _POSTER_FRACTION, 3)
-
-
-def probe_av(path: str | os.PathLike[str], tools: ProbeTools) -> AvFacts | None:
-    """The facts of a video or audio file; None if ffprobe is missing.
-
-    Raises `ProbeError` when ffprobe cannot read the file, `ToolTimeout` or `ToolOutputTooLarge`
-    when it exceeds the limits, and `ToolUnavailable` when it cannot be started.
-    """
-    if tools.ffprobe is None:
-        return None
-    source = _input_file(path)
-    argv = [
-        tools.ffprobe,
-        "-hide_banner",
-        "-v",
-        "error",
-        *_ffmpeg_input_restrictions(),
-        "-print_format",
-        "json",
-        "-show_entries",
-        _FFPROBE_ENTRIES,
-        _file_url(source),
-    ]
-    with _scratch(tools) as workdir:
-        result = _run("ffprobe", argv, tools, workdir)
-    if result.returncode != 0:
-        raise ProbeError(_failure("ffprobe", result, source))
-    try:
-        report = json.loads(result.stdout)
-    except ValueError as exc:
-        raise ProbeError("ffprobe wrote output that is not JSON") from exc
-    if not isinstance(report, dict):
-        raise ProbeError("ffprobe wrote output that is not a JSON object")
-    return _av_facts(report)
-
-
-def poster_frame(
-    path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    tools: ProbeTools,
-    at_seconds: float | None = None,
-    max_px: int = DEFAULT_MAX_PX,
-) -> tuple[int, int] | None:
-    """Write one frame of a video to ``out_path`` (JPEG, or PNG if it ends in ``.png``), no larger
-    than ``max_px`` on its longer side and rotated as a player would show it.
-
-    The frame is taken at ``at_seconds``, by default `poster_time` of the duration (which needs
-    ffprobe; without it the first frame). Returns the image's (width, height), or None if ffmpeg
-    is missing (nothing is written then). Raises `ProbeError` when no frame can be decoded, and
-    the errors of `probe_av`.
-    """
-    if tools.ffmpeg is None:
-        return None
-    source = _input_file(path)
-    target = Path(out_path)
-    image_format = _image_format(target)
-    _check_max_px(max_px)
-    if at_seconds is None:
-        facts = probe_av(source, tools)
-        at_seconds = poster_time(facts.duration if facts else None)
-    if not math.isfinite(at_seconds) or at_seconds < 0:
-        raise ValueError("at_seconds must be a non-negative number")
-    suffix = ".png" if image_format == "PNG" else ".jpg"
-    with _scratch(tools) as workdir:
-        frame = workdir / f"poster{suffix}"
-        times = (at_seconds, 0.0) if at_seconds > 0 else (0.0,)
-        for at in times:
-            argv = _poster_argv(tools, source, frame, at, max_px, image_format)
-            result = _run("ffmpeg", argv, tools, workdir)
-            if result.returncode != 0:
-                raise ProbeError(_failure("ffmpeg", result, source))
-            # A time past the last frame (a lying duration) makes ffmpeg succeed without output.
-            if frame.is_file() and frame.stat().st_size > 0:
-                break
-        else:
-            raise ProbeError("ffmpeg found no video frame to decode")
-        size = _check_image(frame, image_format, "ffmpeg")
-        _publish(frame, target)
-    return size
-
-
-def probe_pdf(path: str | os.PathLike[str], tools: ProbeTools) -> PdfFacts | None:
-    """The facts of a PDF; None if pdfinfo is missing.
-
-    A password-protected PDF is not an error: its facts say ``needs_password`` and little else.
-    Raises `ProbeError` when pdfinfo cannot read the file, and the limit errors of `probe_av`.
-    """
-    if tools.pdfinfo is None:
-        return None
-    source = _input_file(path)
-    argv = [tools.pdfinfo, "-enc", "UTF-8", str(source)]
-    with _scratch(tools) as workdir:
-        result = _run("pdfinfo", argv, tools, workdir)
-    if result.returncode != 0:
-        if b"Incorrect password" in result.stderr:
-            return PdfFacts(
-                pages=None,
-                width_pt=None,
-                height_pt=None,
-                rotation=0,
-                encrypted=True,
-                needs_password=True,
-            )
-        raise ProbeError(_failure("pdfinfo", result, source))
-    return _pdf_facts(result.stdout.decode("utf-8", "replace"))
-
-
-def pdf_preview(
-    path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    tools: ProbeTools,
-    max_px: int = DEFAULT_MAX_PX,
-) -> tuple[int, int] | None:
-    """Render page 1 of a PDF to ``out_path`` (PNG, or JPEG if it ends in ``.jpg``/``.jpeg``),
-    ``max_px`` on its longer side.
-
-    Returns the image's (width, height), or None if pdftoppm is missing (nothing is written then).
-    Raises `ProbeError` when the page cannot be rendered (password-protected PDFs included), and
-    the limit errors of `probe_av`.
-    """
-    if tools.pdftoppm is None:
-        return None
-    source = _input_file(path)
-    target = Path(out_path)
-    image_format = _image_format(target)
-    _check_max_px(max_px)
-    with _scratch(tools) as workdir:
-        root = workdir / "preview"
-        argv = [
-            tools.pdftoppm,
-            "-f",
-            "1",
-            "-l",
-            "1",
-            "-singlefile",
-            "-png" if image_format == "PNG" else "-jpeg",
-            "-scale-to",
-            str(max_px),
-            str(source),
-            str(root),
-        ]
-        result = _run("pdftoppm", argv, tools, workdir)
-        if result.returncode != 0:
-            raise ProbeError(_failure("pdftoppm", result, source))
-        page = root.with_suffix(".png" if image_format == "PNG" else ".jpg")
-        if not page.is_file():
-            raise ProbeError("pdftoppm rendered nothing")
-        size = _check_image(page, image_format, "pdftoppm")
-        _publish(page, target)
-    return size
 
 
 # --- Running a tool ---------------------------------------------------------------------------
@@ -591,28 +369,6 @@ def _publish(produced: Path, target: Path) -> None:
         raise
 
 
-def _image_format(target: Path) -> str:
-    image_format = _IMAGE_SUFFIXES.get(target.suffix.lower())
-    if image_format is None:
-        raise ValueError(f"out_path must end in one of {', '.join(_IMAGE_SUFFIXES)}")
-    return image_format
-
-
-def _check_max_px(max_px: int) -> None:
-    if not 16 <= max_px <= 8192:
-        raise ValueError("max_px must be between 16 and 8192")
-
-
-def _check_image(produced: Path, image_format: str, tool: str) -> tuple[int, int]:
-    """The size of an image a tool produced, after making sure it is one."""
-    try:
-        with Image.open(produced, formats=[image_format]) as image:
-            image.load()
-            return image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ProbeError(f"{tool} produced an unreadable image") from exc
-
-
 # --- FFmpeg -----------------------------------------------------------------------------------
 
 
@@ -626,113 +382,7 @@ def _file_url(source: Path) -> str:
     return f"file:{source}"
 
 
-def _poster_argv(
-    tools: ProbeTools, source: Path, frame: Path, at: float, max_px: int, image_format: str
-) -> list[str]:
-    assert tools.ffmpeg is not None
-    scale = f"scale=w='min({max_px},iw)':h='min({max_px},ih)':force_original_aspect_ratio=decrease"
-    codec = ["-c:v", "png"] if image_format == "PNG" else ["-c:v", "mjpeg", "-q:v", "3"]
-    return [
-        tools.ffmpeg,
-        "-nostdin",
-        "-hide_banner",
-        "-v",
-        "error",
-        *_ffmpeg_input_restrictions(),
-        "-ss",
-        f"{at:.3f}",
-        "-i",
-        _file_url(source),
-        "-an",
-        "-sn",
-        "-dn",
-        "-frames:v",
-        "1",
-        "-vf",
-        scale,
-        *codec,
-        "-fs",
-        str(tools.max_output_bytes),
-        "-f",
-        "image2",
-        "-update",
-        "1",
-        "-y",
-        str(frame),
-    ]
-
-
-def _av_facts(report: Mapping[str, Any]) -> AvFacts:
-    raw_streams = report.get("streams")
-    streams = (
-        [s for s in raw_streams if isinstance(s, dict)] if isinstance(raw_streams, list) else []
-    )
-    container: dict[str, Any] = report["format"] if isinstance(report.get("format"), dict) else {}
-    video = next((s for s in streams if _is_moving_picture(s)), None)
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    if video is None and audio is None:
-        raise ProbeError("the file has no audio or video stream")
-
-    duration = _positive_float(container.get("duration"))
-    if duration is None:
-        stream_durations = [_positive_float(s.get("duration")) for s in streams]
-        duration = max((d for d in stream_durations if d is not None), default=None)
-
-    facts: dict[str, Any] = {
-        "duration": duration,
-        "format_name": _text(container.get("format_name")),
-        "bit_rate": _positive_int(container.get("bit_rate")),
-        "has_video": video is not None,
-        "has_audio": audio is not None,
-    }
-    if video is not None:
-        width = _positive_int(video.get("width"))
-        height = _positive_int(video.get("height"))
-        rotation = _rotation(video)
-        if rotation in (90, 270):
-            width, height = height, width
-        facts.update(
-            video_codec=_text(video.get("codec_name")),
-            width=width,
-            height=height,
-            rotation=rotation,
-            frame_rate=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
-        )
-    if audio is not None:
-        facts.update(
-            audio_codec=_text(audio.get("codec_name")),
-            sample_rate=_positive_int(audio.get("sample_rate")),
-            channels=_positive_int(audio.get("channels")),
-        )
-    return AvFacts(**facts)
-
-
-def _is_moving_picture(stream: Mapping[str, Any]) -> bool:
-    if stream.get("codec_type") != "video":
-        return False
-    disposition = stream.get("disposition")
-    return not (isinstance(disposition, dict) and disposition.get("attached_pic") == 1)
-
-
-def _rotation(stream: Mapping[str, Any]) -> int:
-    """The stream's display matrix rotation, or its legacy ``rotate`` tag, in 0..359."""
-    value: Any = None
-    side_data = stream.get("side_data_list")
-    if isinstance(side_data, list):
-        value = next(
-            (
-                item["rotation"]
-                for item in side_data
-                if isinstance(item, dict) and "rotation" in item
-            ),
-            None,
-        )
-    if value is None and isinstance(stream.get("tags"), dict):
-        value = stream["tags"].get("rotate")
-    degrees = _float(value)
-    if degrees is None:
-        return 0
-    return round(degrees) % 360
+# --- Numbers in a tool's report -------------------------------------------------------------------
 
 
 def _float(value: Any) -> float | None:
@@ -753,63 +403,3 @@ def _positive_float(value: Any) -> float | None:
 def _positive_int(value: Any) -> int | None:
     number = _float(value)
     return int(number) if number is not None and number >= 1 else None
-
-
-def _rate(value: Any) -> float | None:
-    """A rate like "30000/1001"; None for FFmpeg's "0/0" (unknown)."""
-    if not isinstance(value, str):
-        return None
-    numerator, _, denominator = value.partition("/")
-    top, bottom = _float(numerator), _float(denominator or "1")
-    if top is None or not bottom or top <= 0:
-        return None
-    return round(top / bottom, 3)
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-# --- Poppler ----------------------------------------------------------------------------------
-
-_PAGE_SIZE = re.compile(r"([0-9.]+) x ([0-9.]+) pts")
-_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def _pdf_facts(report: str) -> PdfFacts:
-    # Document strings (Title, Author, ...) come first and may hold line breaks, so a hostile one
-    # can forge "Pages:" lines; the real ones follow it, so the last value of each key wins.
-    fields: dict[str, str] = {}
-    title: str | None = None
-    for line in report.split("\n"):
-        key, colon, value = line.partition(":")
-        if not colon:
-            continue
-        key = key.strip()
-        if key == "Title" and title is None:
-            title = value.strip()
-        fields[key] = value.strip()
-
-    pages = _positive_int(fields.get("Pages"))
-    if pages is None:
-        raise ProbeError("pdfinfo found no pages")
-    width = height = None
-    size = _PAGE_SIZE.match(fields.get("Page size", ""))
-    if size:
-        width, height = _positive_float(size.group(1)), _positive_float(size.group(2))
-    degrees = _float(fields.get("Page rot"))
-    rotation = round(degrees) % 360 if degrees is not None else 0
-    if rotation in (90, 270):
-        width, height = height, width
-    if title is not None:
-        title = _CONTROL_CHARS.sub("", title).strip()[:_MAX_TITLE_CHARS] or None
-    return PdfFacts(
-        pages=pages,
-        width_pt=width,
-        height_pt=height,
-        rotation=rotation,
-        encrypted=fields.get("Encrypted", "no").startswith("yes"),
-        needs_password=False,
-        title=title,
-        pdf_version=fields.get("PDF version") or None,
-    )
