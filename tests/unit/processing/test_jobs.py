@@ -23,10 +23,10 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
-from services.media.processing import imaging
 from services.media.processing import jobs as processing
 from services.media.processing.av import ProbeTools
 from services.media.processing.imaging import VariantRecipe
+from services.media.processing.imaging import operations as imaging_operations
 from services.media.processing.jobs import MediaProcessor
 from tests import images
 from tests.conftest import require_tools
@@ -259,7 +259,8 @@ def test_a_defect_of_our_own_code_fails_at_once_loudly(service, sessions, monkey
     def broken_encode(*args, **kwargs):
         raise ValueError("image has wrong mode")
 
-    monkeypatch.setattr(imaging, "_encode", broken_encode)
+    # Replaced where it is looked up: the operations module calls its own imported name.
+    monkeypatch.setattr(imaging_operations, "_encode", broken_encode)
     with caplog.at_level(logging.ERROR, logger="services.media.processing.jobs"):
         service.process_media()
     failed = service.findOne(media["id"])
