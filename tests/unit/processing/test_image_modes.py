@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from services.media.processing import imaging
-from services.media.processing.imaging import operations
+from services.media.processing.imaging import colour
 from tests import images
 from tests.files import upload_data
 
@@ -351,7 +351,7 @@ def test_modes_no_format_stores_become_working_modes(tones: str) -> None:
     """Decoded states that only a decoder hands out (premultiplied alpha, HSV): the conversion
     every decoded image goes through before resampling gives their tones in 8-bit RGB(A)/L(A)."""
     case = Case(tones, "memory")
-    working, _ = operations._canonical(source_image(case), None)
+    working, _ = colour._canonical(source_image(case), None)
     assert working.mode in ("L", "LA", "RGB", "RGBA")
     check_rendition(case, working, expected_image(case))
 
