@@ -25,6 +25,7 @@ from schemas.media import (
     UPLOAD_FILE,
     URL_OPTIONS,
 )
+from services.media.catalog.hygiene import Hygiene
 from services.media.catalog.records import MediaCatalog
 from services.media.core import metrics
 from services.media.core.ids import isoformat_z
@@ -84,6 +85,10 @@ class MediaService:
     @functools.cached_property
     def uploads(self) -> Uploads:
         return Uploads(self.catalog)
+
+    @functools.cached_property
+    def hygiene(self) -> Hygiene:
+        return Hygiene(self.catalog)
 
     # -- records ----------------------------------------------------------------------------
 
@@ -263,9 +268,9 @@ class MediaService:
     def sweep_storage(self) -> None:
         """Delete bytes no record owns; flag records whose bytes are gone."""
         with self.boundary():
-            metrics.sweeper_deleted_objects.inc(self.catalog.sweep_orphans())
-            metrics.sweeper_marked_missing.inc(self.catalog.mark_missing_bytes())
-            self.catalog.abort_stale_uploads()
+            metrics.sweeper_deleted_objects.inc(self.hygiene.sweep_orphans())
+            metrics.sweeper_marked_missing.inc(self.hygiene.mark_missing_bytes())
+            self.hygiene.abort_stale_uploads()
 
     @configured_timer("outbox_interval_seconds", 1.0)
     def relay_outbox(self) -> None:
@@ -277,9 +282,9 @@ class MediaService:
     @configured_timer("purge_interval_seconds", 300.0)
     def purge_expired(self) -> None:
         with self.boundary():
-            metrics.purged_media.inc(drain(self.catalog.purge_expired, 100))
+            metrics.purged_media.inc(drain(self.hygiene.purge_expired, 100))
             prune_published(self.catalog.sessions)
-            self.catalog.prune_delivery_keys()
+            self.hygiene.prune_delivery_keys()
 
     # -- boundary ---------------------------------------------------------------------------
 

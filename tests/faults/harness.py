@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 from tusclient import client as tus_client
 
+from services.media.catalog.hygiene import Hygiene
 from services.media.catalog.records import MediaCatalog
 from services.media.client import media_rpc
 from services.media.core.models import Media, MediaVariant, UploadPart, UploadSession
@@ -163,8 +164,8 @@ class FaultHarness:
         self.describe_failure = describe_failure
         # The sweeper as the service runs it, without the grace period: run only while nothing
         # is being written, so that every object it finds unowned really is an orphan.
-        self.sweeper = MediaCatalog(
-            sessions=sessions, storage=storage, settings=_without_grace(settings)
+        self.sweeper = Hygiene(
+            MediaCatalog(sessions=sessions, storage=storage, settings=_without_grace(settings))
         )
         self.attempts: list[Attempt] = []
         self.swept_orphans = 0

@@ -33,7 +33,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from services.media.catalog.records import MediaCatalog, _after, needs_processing
+from services.media.catalog.hygiene import Hygiene
+from services.media.catalog.records import MediaCatalog, needs_processing, next_updated_at
 from services.media.core.database import make_engine
 from services.media.core.identity import ADMIN_ROLE
 from services.media.core.ids import isoformat_z
@@ -44,7 +45,7 @@ from services.media.operations import views as operations
 from storage import Storage, StorageError, build_storage
 
 PROG = "media-admin"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "config.yml"
 DATABASE_KEY = "media:Base"
 # Who the RPC calls act for: an admin, named so that the service's logs say where calls came from.
 ADMIN_USER = "media-admin"
@@ -228,8 +229,9 @@ def reconcile(context: Context, args: argparse.Namespace, out: Output) -> int:
     catalog = context.catalog
     orphans: list[str] = []
     missing: list[str] = []
-    catalog.sweep_orphans(dry_run=args.dry_run, report=orphans)
-    catalog.mark_missing_bytes(dry_run=args.dry_run, report=missing)
+    hygiene = Hygiene(catalog)
+    hygiene.sweep_orphans(dry_run=args.dry_run, report=orphans)
+    hygiene.mark_missing_bytes(dry_run=args.dry_run, report=missing)
     data = {
         "dryRun": args.dry_run,
         "orphanGraceSeconds": catalog.settings.orphan_grace.total_seconds(),
@@ -302,7 +304,7 @@ def purge(context: Context, args: argparse.Namespace, out: Output) -> int:
     retention_days = catalog.settings.retention.total_seconds() / 86400
     if args.dry_run:
         with catalog.sessions() as session:
-            due = catalog.due_for_purge(session, args.limit + 1)
+            due = Hygiene(catalog).due_for_purge(session, args.limit + 1)
         more = len(due) > args.limit
         due = due[: args.limit]
         data = {
@@ -335,13 +337,13 @@ def purge(context: Context, args: argparse.Namespace, out: Output) -> int:
         return OK
 
     with catalog.sessions() as session:
-        expected = len(catalog.due_for_purge(session, args.limit))
+        expected = len(Hygiene(catalog).due_for_purge(session, args.limit))
     taken = 0
     # The bar's total is what is due now, if that is fewer than --limit (else it is unknown).
     total = expected if 0 < expected < args.limit else None
     with out.progress("purging", total) as advance:
         while True:
-            batch = catalog.purge_expired(limit=args.batch)
+            batch = Hygiene(catalog).purge_expired(limit=args.batch)
             taken += batch
             advance(batch)
             if batch < args.batch:
@@ -484,7 +486,7 @@ def retry(context: Context, args: argparse.Namespace, out: Output) -> int:
         media.processing_attempts = 0
         media.processing_claim = None
         media.processing_lease_until = None
-        media.updated_at = _after(media.updated_at)
+        media.updated_at = next_updated_at(media.updated_at)
         catalog.record_media_event(session, MediaEvent.UPDATED, media, changes)
     data = {
         "id": media_id,

@@ -25,7 +25,7 @@ from services.media.catalog.records import MediaCatalog
 from services.media.core.database import make_engine
 from services.media.core.ids import utcnow
 from services.media.core.models import Media, MediaVariant, OutboxEvent
-from services.media.operations.admin import main
+from services.media.operations.admin import DEFAULT_CONFIG, main
 from services.media.processing.jobs import MediaProcessor
 from storage import LocalStorage, new_key
 from tests.conftest import SIGNING_KEY, fresh_database, load_config
@@ -101,6 +101,11 @@ def stored_png(storage: LocalStorage, **image: Any) -> str:
 
 
 # -- outbox status ----------------------------------------------------------------------------
+
+
+def test_the_default_config_is_the_repositorys_config_yml():
+    assert DEFAULT_CONFIG == Path(__file__).resolve().parents[3] / "config.yml"
+    assert DEFAULT_CONFIG.is_file()
 
 
 def test_outbox_status_reports_pending_events_by_type(admin, sessions):
