@@ -53,7 +53,8 @@ from services.media.exceptions import Forbidden
 from services.media.observability import Observability
 from services.media.operations.exposition import exposition
 from services.media.operations.health import health_report
-from services.media.processing.jobs import MediaProcessor, Renditions
+from services.media.processing.jobs import MediaProcessor
+from services.media.processing.renditions import Renditions
 from services.media.uploads.sessions import Uploads
 from services.media.uploads.tus import TusProtocol
 
