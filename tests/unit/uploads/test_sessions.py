@@ -23,6 +23,7 @@ from services.media.exceptions import (
     UnsupportedMediaType,
     ValidationError,
 )
+from services.media.uploads import streams
 from services.media.uploads.sessions import ChecksumMismatch, OffsetMismatch, StreamInterrupted
 from storage.errors import StorageUnavailable
 from storage.local import UPLOAD_PREFIX
@@ -475,7 +476,7 @@ def test_a_part_failing_to_store_mid_stream_fails_the_request_not_the_upload(upl
 
 
 def test_stored_parts_are_recorded_while_the_request_goes_on(uploads, monkeypatch):
-    monkeypatch.setattr(uploads_module, "RECORD_INTERVAL", 0)
+    monkeypatch.setattr(streams, "RECORD_INTERVAL", 0)
     data = noisy_png_bytes(5000)
     upload_id = _start(uploads, data)["uploadId"]
     seen = []
