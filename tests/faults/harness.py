@@ -32,7 +32,13 @@ from tusclient import client as tus_client
 from services.media.catalog.hygiene import Hygiene
 from services.media.catalog.records import MediaCatalog
 from services.media.client import media_rpc
-from services.media.core.models import Media, MediaVariant, UploadPart, UploadSession
+from services.media.core.models import (
+    Media,
+    MediaVariant,
+    OutboxEvent,
+    UploadPart,
+    UploadSession,
+)
 from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import UPLOAD_EXPIRABLE
 from storage import Storage
@@ -384,13 +390,33 @@ class FaultHarness:
             eventlet.sleep(0.2)
 
     def _wait_for_events(self, rows: dict[str, Media]) -> None:
-        deadline = time.monotonic() + 15
+        # A subscriber reconnecting after a broker restart backs off for a while under load.
+        deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             seen = self.recorder.event_ids("media_created")
             if all(media_id in seen for media_id in rows):
                 break
             eventlet.sleep(0.1)
         eventlet.sleep(0.3)  # a duplicate on its way would arrive by now
+
+    def _outbox_state(self, media_id: str) -> str:
+        """Whether the service still owes the event (pending) or handed it to the broker."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(OutboxEvent.id, OutboxEvent.published_at, OutboxEvent.attempts).where(
+                    OutboxEvent.event_type == "media_created"
+                )
+            ).all()
+            payloads = {
+                row.id: session.get(OutboxEvent, row.id).payload.get("media", {}).get("id")
+                for row in rows
+            }
+        mine = [row for row in rows if payloads[row.id] == media_id]
+        if not mine:
+            return "no row"
+        return ", ".join(
+            f"{row.id} published_at={row.published_at} attempts={row.attempts}" for row in mine
+        )
 
     def _check_answers(self, rows: dict[str, Media], problems: list[str]) -> None:
         for attempt in self.attempts:
@@ -434,7 +460,10 @@ class FaultHarness:
         for media_id in rows:
             count = len(created.get(media_id, ()))
             if count != 1:
-                problems.append(f"media {media_id} has {count} distinct media_created events")
+                problems.append(
+                    f"media {media_id} has {count} distinct media_created events "
+                    f"(in the outbox: {self._outbox_state(media_id)})"
+                )
         for media_id in created:
             if media_id not in rows:
                 problems.append(f"media_created for {media_id}, which has no row")
