@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from schemas import load
-from schemas.media import MediaQuerySchema
+from schemas.media import QUERY
 from services.media.exceptions import ValidationError
 
-# Built once: building a schema costs more than loading a typical payload with it.
-QUERY = MediaQuerySchema()
 _WIRE_NAMES = {"user_id": "userId", "entity_type": "entityType", "entity_id": "entityId"}
 
 

@@ -279,3 +279,4 @@ def dump_media(media: Any, url: str | None) -> dict[str, Any]:
 UPLOAD_FILE, CREATE, UPDATE = UploadFileSchema(), CreateMediaSchema(), UpdateMediaSchema()
 URL_OPTIONS, INITIATE_UPLOAD = UrlOptionsSchema(), InitiateUploadSchema()
 RESIZE, CROP, REGENERATE = ResizeSchema(), CropSchema(), RegenerateSchema()
+QUERY = MediaQuerySchema()

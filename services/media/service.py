@@ -276,9 +276,11 @@ class MediaService:
     @configured_timer("outbox_interval_seconds", 1.0)
     def relay_outbox(self) -> None:
         """Publish events whose worker could not (broker away, or the process died)."""
-        relay = functools.partial(publish_pending, self.catalog.sessions, self.dispatch)
+        relay = functools.partial(
+            publish_pending, self.catalog.sessions, self.dispatch, min_age=RELAY_MIN_AGE
+        )
         with self.boundary():
-            drain(functools.partial(relay, min_age=RELAY_MIN_AGE), 100)
+            drain(relay, 100)
 
     @configured_timer("purge_interval_seconds", 300.0)
     def purge_expired(self) -> None:

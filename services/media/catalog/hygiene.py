@@ -16,15 +16,14 @@ from itertools import islice
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, delete, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from services.media.catalog.records import MediaCatalog, next_updated_at
+from services.media.catalog.records import OverCatalog, next_updated_at
 from services.media.core.ids import utcnow
 from services.media.core.models import IdempotencyKey, Media, MediaVariant, UploadSession
-from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import UPLOAD_EXPIRABLE, MediaEvent, MediaStatus
 from services.media.exceptions import Conflict
-from storage import GENERATED_KEY_PREFIX, Storage
+from storage import GENERATED_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +35,8 @@ STALE_UPLOAD_AGE = timedelta(days=1)
 DELIVERY_KEY_TTL = timedelta(days=1)
 
 
-class Hygiene:
+class Hygiene(OverCatalog):
     """The sweeper and the purge over one catalog (its storage, sessions and unit of work)."""
-
-    def __init__(self, catalog: MediaCatalog) -> None:
-        self.catalog = catalog
-
-    @property
-    def settings(self) -> MediaSettings:
-        return self.catalog.settings
-
-    @property
-    def storage(self) -> Storage:
-        return self.catalog.storage
-
-    @property
-    def sessions(self) -> sessionmaker[Session]:
-        return self.catalog.sessions
 
     def sweep_orphans(
         self, batch_size: int = 500, *, dry_run: bool = False, report: list[str] | None = None

@@ -650,6 +650,26 @@ class MediaCatalog:
         self.record_media_event(session, MediaEvent.REMOVED, media)
 
 
+class OverCatalog:
+    """Work done over one worker's catalog (processing, uploads, hygiene): its settings, storage
+    and sessions are the catalog's, read when used, so the object outlives no setting."""
+
+    def __init__(self, catalog: MediaCatalog) -> None:
+        self.catalog = catalog
+
+    @property
+    def settings(self) -> MediaSettings:
+        return self.catalog.settings
+
+    @property
+    def storage(self) -> Storage:
+        return self.catalog.storage
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.catalog.sessions
+
+
 def _status_after_restore(media: Media) -> str:
     """What the media was before it was removed: FAILED if processing refused it, PROCESSING
     if processing never finished (the job resumes), else READY."""

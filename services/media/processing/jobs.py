@@ -26,11 +26,10 @@ from typing import IO, Any
 
 from sqlalchemy import or_, select, update
 
-from services.media.catalog.records import MediaCatalog
+from services.media.catalog.records import MediaCatalog, OverCatalog
 from services.media.core import metrics
 from services.media.core.ids import utcnow, uuid7
 from services.media.core.models import Media, MediaVariant
-from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import MediaEvent, MediaStatus, MediaType
 from services.media.exceptions import (
     MediaError,
@@ -42,7 +41,6 @@ from storage import Storage
 
 log = logging.getLogger(__name__)
 
-IMAGE_MIME_TYPES = imaging.DECODED_MIME_TYPES
 COPY_BLOCK = 1024 * 1024
 
 
@@ -77,19 +75,10 @@ class Outcome:
     variants: list[NewVariant] = field(default_factory=list)
 
 
-class MediaProcessor:
+class MediaProcessor(OverCatalog):
     def __init__(self, catalog: MediaCatalog, tools: probing.ProbeTools | None = None) -> None:
-        self.catalog = catalog
+        super().__init__(catalog)
         self.tools = tools or _installed_tools(catalog.settings.tool_timeout_seconds)
-
-    # The catalog's own, read when used: one object per worker outlives no setting.
-    @property
-    def settings(self) -> MediaSettings:
-        return self.catalog.settings
-
-    @property
-    def storage(self) -> Storage:
-        return self.catalog.storage
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -233,7 +222,7 @@ class MediaProcessor:
 
     def _extract(self, job: Job, source: Path, workdir: Path) -> Outcome:
         if job.type == MediaType.IMAGE.value:
-            if job.mime_type not in IMAGE_MIME_TYPES:
+            if job.mime_type not in imaging.DECODED_MIME_TYPES:
                 return Outcome({"note": f"no decoder here for {job.mime_type}; no facts extracted"})
             return self.render_images(source, workdir, self.settings.variant_recipes)
         needed = probing.tools_for(job.mime_type)

@@ -12,16 +12,15 @@ from typing import IO, Any
 
 from sqlalchemy import select
 
+from services.media.catalog.records import OverCatalog
 from services.media.core.identity import Caller
 from services.media.core.ids import utcnow
 from services.media.core.models import Media
-from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import MediaEvent, MediaStatus, MediaType
 from services.media.exceptions import Conflict, NotFound, UnsupportedMediaType, ValidationError
 from services.media.processing import imaging
 from services.media.processing.imaging import RenderedVariant, VariantRecipe
 from services.media.processing.jobs import (
-    IMAGE_MIME_TYPES,
     Job,
     MediaProcessor,
     NewVariant,
@@ -31,7 +30,7 @@ from services.media.processing.jobs import (
 )
 
 
-class Renditions:
+class Renditions(OverCatalog):
     """Variants asked for by callers (resize, crop, optimize) and the regeneration of presets.
 
     A request names its result by a fingerprint of everything that shapes the bytes, so a
@@ -39,12 +38,8 @@ class Renditions:
     """
 
     def __init__(self, processor: MediaProcessor) -> None:
+        super().__init__(processor.catalog)
         self.processor = processor
-        self.catalog = processor.catalog
-
-    @property
-    def settings(self) -> MediaSettings:
-        return self.catalog.settings
 
     def list(self, caller: Caller, media_id: str) -> list[dict[str, Any]]:
         media = self.catalog.find_one(caller, media_id)
@@ -131,7 +126,7 @@ class Renditions:
     ) -> dict[str, Any]:
         media = self.catalog.find_one(caller, media_id)
         self.catalog.check_acting_for(caller, media.user_id or "")
-        if media.type != MediaType.IMAGE.value or media.mime_type not in IMAGE_MIME_TYPES:
+        if media.type != MediaType.IMAGE.value or media.mime_type not in imaging.DECODED_MIME_TYPES:
             raise UnsupportedMediaType(
                 f"media {media_id!r} is {media.mime_type}; only images can be rendered"
             )
@@ -178,7 +173,7 @@ class Renditions:
                         .where(
                             Media.status == MediaStatus.READY,
                             Media.type == MediaType.IMAGE.value,
-                            Media.mime_type.in_(IMAGE_MIME_TYPES),
+                            Media.mime_type.in_(imaging.DECODED_MIME_TYPES),
                             Media.storage_key.is_not(None),
                             Media.id > after,
                         )

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.media.catalog.records import (
-    MediaCatalog,
+    OverCatalog,
     RequestKey,
     checksum_of,
     request_hash,
@@ -34,7 +34,6 @@ from services.media.catalog.records import (
 from services.media.core.identity import INTERNAL, Caller
 from services.media.core.ids import isoformat_z, utcnow, uuid7
 from services.media.core.models import Media, UploadPart, UploadSession
-from services.media.core.settings import MediaSettings
 from services.media.core.vocabulary import UPLOAD_EXPIRABLE, UPLOAD_OPEN, UploadEvent, UploadStatus
 from services.media.exceptions import (
     Conflict,
@@ -47,7 +46,7 @@ from services.media.exceptions import (
 from services.media.ingest.policy import check_policy, max_base64_length
 from services.media.ingest.sniffing import SNIFF_BYTES, media_type_of, sniff
 from services.media.uploads.streams import Appended, StreamedFile, StreamWriter
-from storage import DirectUploads, PartInfo, Storage, StoredObject, new_key
+from storage import DirectUploads, PartInfo, StoredObject, new_key
 from storage.errors import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -75,20 +74,7 @@ class ChecksumMismatch(Conflict):
     """A request's bytes do not match the checksum the client sent with them (HTTP only)."""
 
 
-class Uploads:
-    def __init__(self, catalog: MediaCatalog) -> None:
-        self.catalog = catalog
-        self.sessions = catalog.sessions
-
-    # The catalog's own, read when used: one object per worker outlives no setting.
-    @property
-    def settings(self) -> MediaSettings:
-        return self.catalog.settings
-
-    @property
-    def storage(self) -> Storage:
-        return self.catalog.storage
-
+class Uploads(OverCatalog):
     # -- starting ---------------------------------------------------------------------------
 
     def initiate(
@@ -501,10 +487,10 @@ class Uploads:
             row = session.get(UploadSession, upload.id)
             assert row is not None
             row.status = UploadStatus.READY
-            row.media_id = media.id
+            row.media_id = new.id
             row.completed_at = row.updated_at = utcnow()
 
-        media = self.catalog.new_media(
+        new = self.catalog.new_media(
             data,
             storage_key=stored.key,
             type=sniffed.media_type.value,
@@ -513,7 +499,7 @@ class Uploads:
             checksum=stored.checksum,
         )
         # The assembled object is kept if this commit fails: a retried completion reuses it.
-        return self.catalog.commit_new(media, None, written_key=None, also=mark_ready)
+        return self.catalog.commit_new(new, None, written_key=None, also=mark_ready)
 
     @staticmethod
     def _check_parts(upload: UploadSession, parts: list[PartInfo]) -> None:

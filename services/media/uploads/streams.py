@@ -8,9 +8,9 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 
 from services.media.catalog.records import Pending
 from services.media.core.ids import utcnow, uuid7
@@ -197,7 +197,7 @@ class StreamWriter:
         upload_id = self.upload.id
         now = utcnow()
         with self.uploads.sessions.begin() as session:
-            changed = session.execute(
+            result = session.execute(
                 update(UploadSession)
                 .where(
                     UploadSession.id == upload_id,
@@ -212,7 +212,8 @@ class StreamWriter:
                     updated_at=now,
                 )
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            )
+            changed = cast(CursorResult[Any], result).rowcount
             if changed != 1:
                 raise Conflict(
                     f"upload {upload_id!r} was changed by another request meanwhile (or "

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
+from services.media.core.models import MediaVariant
 from services.media.processing import imaging
 from services.media.processing.imaging import colour
 from tests import images
@@ -333,10 +335,6 @@ def test_every_mode_and_format_is_processed_to_ready(service, storage, sessions,
 
 
 def _stored_variant(storage, sessions, media_id: str, name: str) -> bytes:
-    from sqlalchemy import select
-
-    from services.media.core.models import MediaVariant
-
     with sessions() as session:
         key = session.scalar(
             select(MediaVariant.storage_key).where(
